@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds .venv-reference: Meta's official segment-anything, which the parity tests run in a
+# subprocess to check that our SAM stage gives the same masks, IoU predictions and mask tokens.
+# It needs torchvision, which does not load beside the CPU torch 2.13.0 build, hence its own venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -x .venv-reference/bin/python ] && .venv-reference/bin/python -c "import segment_anything" 2>/dev/null; then
+    exit 0
+fi
+python3 -m venv .venv-reference
+.venv-reference/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 segment-anything==1.0 numpy
+.venv-reference/bin/python -c "import segment_anything, torch; print('reference env: segment-anything with torch', torch.__version__)"

@@ -1,0 +1,146 @@
+"""Finding model weights: explicit paths, the Hugging Face cache, or a download.
+
+A weights reference is one of
+- a local file or folder (`sam_vit_h_4b8939.pth`, `./my-sam/`, `ram_epoch12.pth`);
+- a Hugging Face model id (`facebook/sam-vit-huge`), resolved to a cached snapshot folder;
+- a Hugging Face file reference `hf://[models/|spaces/|datasets/]OWNER/REPO/PATH/IN/REPO`, for
+  files published outside a model repository's usual layout (RAM's head lives in a Space).
+
+The cache is tried first, so a machine that downloaded the weights once works offline. When the
+weights are neither on disk nor downloadable, `WeightsNotFoundError` says which files are needed,
+where to get them, and which flag or environment variable points at them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from relate_anything.errors import WeightsNotFoundError
+
+#: Environment variables that override the default weights.
+SAM_ENV_VAR = "RELATE_ANYTHING_SAM"
+RAM_ENV_VAR = "RELATE_ANYTHING_RAM"
+
+DEFAULT_SAM = "facebook/sam-vit-huge"
+#: RAM's authors publish ram_epoch12.pth with their demo, in this Hugging Face Space.
+DEFAULT_RAM = "hf://spaces/mmlab-ntu/relate-anything-model/checkpoints/ram_epoch12.pth"
+
+# Files a transformers SAM folder needs; pickled *.bin files are deliberately not fetched.
+_HUB_MODEL_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "preprocessor_config.json"]
+
+
+@dataclass(frozen=True)
+class WeightsKind:
+    """What is being resolved, for error messages: name, CLI flag, env var, and where to get it."""
+
+    name: str
+    flag: str
+    env_var: str
+    where_to_get: str
+
+
+SAM_WEIGHTS = WeightsKind(
+    name="SAM",
+    flag="--sam",
+    env_var=SAM_ENV_VAR,
+    where_to_get=(
+        "a transformers folder (config.json + model.safetensors) from https://huggingface.co/facebook/sam-vit-huge "
+        "(or sam-vit-large / sam-vit-base), or an original checkpoint file sam_vit_h_4b8939.pth / "
+        "sam_vit_l_0b3195.pth / sam_vit_b_01ec64.pth from https://github.com/facebookresearch/segment-anything"
+    ),
+)
+RAM_WEIGHTS = WeightsKind(
+    name="RAM relation head",
+    flag="--ram",
+    env_var=RAM_ENV_VAR,
+    where_to_get=(
+        "ram_epoch12.pth, published by the Relate-Anything-Model authors with their demo "
+        "(https://huggingface.co/spaces/mmlab-ntu/relate-anything-model, file checkpoints/ram_epoch12.pth; "
+        "see https://github.com/Luodian/RelateAnything), or a .safetensors head saved by relate-anything"
+    ),
+)
+
+
+def default_reference(kind: WeightsKind, default: str) -> str:
+    """The reference to use when the user gave none: the env var if set, else `default`."""
+    return os.environ.get(kind.env_var) or default
+
+
+def resolve(reference: str | Path, kind: WeightsKind) -> Path:
+    """Turn a weights reference into a local file or folder, downloading only when needed.
+
+    Raises:
+        WeightsNotFoundError: the path does not exist, or the hub files are not cached and cannot
+            be downloaded (offline, unknown repository, no network).
+    """
+    text = str(reference)
+    if text.startswith("hf://"):
+        return _resolve_hub_file(text, kind)
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    if _looks_like_path(text):
+        raise _not_found(kind, text, f"{text} does not exist")
+    return _resolve_hub_repo(text, kind)
+
+
+def _looks_like_path(text: str) -> bool:
+    # A hub id is exactly OWNER/NAME (or NAME); anything else is meant as a path on disk.
+    return (
+        text.startswith((".", "/", "~"))
+        or text.count("/") > 1
+        or "\\" in text
+        or text.endswith((".pth", ".pt", ".bin", ".safetensors"))
+    )
+
+
+def _resolve_hub_repo(repo_id: str, kind: WeightsKind) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_MODEL_FILES, local_files_only=True))
+    except Exception:  # not (fully) cached: try the network below
+        pass
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_MODEL_FILES))
+    except Exception as error:
+        raise _not_found(kind, repo_id, _hub_reason(error)) from error
+
+
+def _resolve_hub_file(reference: str, kind: WeightsKind) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    parts = reference.removeprefix("hf://").split("/")
+    repo_type = "model"
+    if parts and parts[0] in ("models", "spaces", "datasets"):
+        repo_type = parts.pop(0).removesuffix("s")
+    if len(parts) < 3 or not all(parts):
+        raise _not_found(kind, reference, "expected hf://[spaces/|datasets/]OWNER/REPO/PATH/TO/FILE")
+    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    try:
+        return Path(hf_hub_download(repo_id, filename, repo_type=repo_type, local_files_only=True))
+    except Exception:  # not cached: try the network below
+        pass
+    try:
+        return Path(hf_hub_download(repo_id, filename, repo_type=repo_type))
+    except Exception as error:
+        raise _not_found(kind, reference, _hub_reason(error)) from error
+
+
+def _hub_reason(error: Exception) -> str:
+    name = type(error).__name__
+    if "Offline" in name or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return "not in the Hugging Face cache, and downloads are off (HF_HUB_OFFLINE=1)"
+    if "RepositoryNotFound" in name or ("EntryNotFound" in name and "Local" not in name):
+        return f"not found on the Hugging Face hub ({name})"
+    return f"not in the Hugging Face cache, and the download failed ({name})"
+
+
+def _not_found(kind: WeightsKind, reference: str, reason: str) -> WeightsNotFoundError:
+    return WeightsNotFoundError(
+        f"{kind.name} weights {reference!r}: {reason}.\n"
+        f"  Needed: {kind.where_to_get}.\n"
+        f"  Point at them with {kind.flag} PATH (a file or folder) or the environment variable {kind.env_var}."
+    )
