@@ -1,0 +1,168 @@
+"""Tensor operations of SAM's automatic mask generation, in plain torch (no torchvision).
+
+All functions run on whatever device their inputs live on and loop in Python at most over the
+kept-or-not decision of greedy suppression (one small kernel per candidate, no host sync).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = [
+    "box_iou",
+    "build_point_grid",
+    "greedy_suppression",
+    "mask_intersections",
+    "masks_to_boxes",
+    "nms",
+    "remove_duplicate_masks",
+    "stability_score",
+]
+
+# Pixels per chunk when multiplying flattened masks; bounds the float copy to 64 MiB and keeps
+# every partial count below 2**24, where float32 still counts pixels exactly.
+_INTERSECTION_CHUNK_ELEMENTS = 1 << 24
+
+
+def build_point_grid(points_per_side: int) -> torch.Tensor:
+    """[n*n, 2] float64 (x, y) grid of cell centres in [0, 1]², row-major (y outer, x inner).
+
+    Same points and order as segment-anything's ``build_point_grid``: offset 1/(2n) from each edge.
+    numpy's linspace is used because torch's differs from it in the last bit.
+    """
+    offset = 1 / (2 * points_per_side)
+    side = torch.from_numpy(np.linspace(offset, 1 - offset, points_per_side))
+    ys, xs = torch.meshgrid(side, side, indexing="ij")
+    return torch.stack([xs, ys], dim=-1).reshape(-1, 2)
+
+
+def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) -> torch.Tensor:
+    """IoU of the masks thresholded at ``mask_threshold ± offset`` (SAM's stability score).
+
+    Args:
+        logits: [..., H, W] mask logits.
+
+    Returns:
+        [...] float32; the high-threshold mask is a subset of the low one, so IoU = |high| / |low|.
+        An empty low mask gives NaN (0/0), as in the original.
+    """
+    intersections = (logits > mask_threshold + offset).flatten(-2).sum(-1, dtype=torch.int64)
+    unions = (logits > mask_threshold - offset).flatten(-2).sum(-1, dtype=torch.int64)
+    return intersections.float() / unions.float()
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """Tight xyxy boxes of boolean masks, as segment-anything's ``batched_mask_to_box``.
+
+    Args:
+        masks: [N, H, W] bool.
+
+    Returns:
+        [N, 4] float32 (x0, y0, x1, y1) where x1, y1 are the indices of the last mask column/row
+        (inclusive, SAM's convention); an empty mask gives [0, 0, 0, 0].
+    """
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros(0, 4, device=masks.device)
+    rows, cols = masks.any(dim=2), masks.any(dim=1)  # [N, H], [N, W]
+    y_index = torch.arange(h, device=masks.device)
+    x_index = torch.arange(w, device=masks.device)
+    y0 = torch.where(rows, y_index, h).amin(dim=1)
+    y1 = torch.where(rows, y_index, -1).amax(dim=1)
+    x0 = torch.where(cols, x_index, w).amin(dim=1)
+    x1 = torch.where(cols, x_index, -1).amax(dim=1)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1)
+    empty = ~rows.any(dim=1)
+    return torch.where(empty[:, None], 0, boxes).float()
+
+
+def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """[N, M] IoU of xyxy boxes [N, 4] and [M, 4], area = (x1 - x0) * (y1 - y0) as torchvision.
+
+    Pairs with zero union give 0.
+    """
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    top_left = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    bottom_right = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = (bottom_right - top_left).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1[:, None] + area2[None, :] - inter
+    return torch.where(union > 0, inter / union, torch.zeros_like(inter))
+
+
+def greedy_suppression(suppresses: torch.Tensor) -> torch.Tensor:
+    """Greedy non-maximum suppression over a precomputed relation, candidates in rank order.
+
+    Args:
+        suppresses: [N, N] bool; ``suppresses[i, j]`` says candidate i, if kept, removes j.
+            Row/column order is the rank order (best first); only j > i is consulted.
+
+    Returns:
+        [N] bool, which candidates are kept. One vectorised row update per candidate and no
+        host-device synchronisation, so this also runs well on GPUs.
+    """
+    n = suppresses.shape[0]
+    later = torch.ones(n, n, dtype=torch.bool, device=suppresses.device).triu(diagonal=1)
+    suppresses = suppresses & later
+    removed = torch.zeros(n, dtype=torch.bool, device=suppresses.device)
+    for i in range(n):
+        removed |= suppresses[i] & ~removed[i]
+    return ~removed
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Indices of boxes kept by greedy NMS, by decreasing score (torchvision's ``nms`` semantics).
+
+    Args:
+        boxes: [N, 4] xyxy float.
+        scores: [N] float; ties keep the lower index first (stable sort).
+        iou_threshold: a box is discarded when its IoU with a kept, higher-scoring box is
+            strictly greater than this.
+
+    Returns:
+        [K] int64 indices into `boxes`, best first.
+    """
+    order = torch.sort(scores, descending=True, stable=True).indices
+    ranked = boxes[order]
+    keep = greedy_suppression(box_iou(ranked, ranked) > iou_threshold)
+    return order[keep]
+
+
+def mask_intersections(masks: torch.Tensor) -> torch.Tensor:
+    """[N, N] int64 pixel counts of pairwise intersections of boolean masks [N, H, W].
+
+    One matrix product of the flattened masks, done in pixel chunks so the float copy stays
+    bounded and every partial sum is exact in float32 (below 2**24).
+    """
+    flat = masks.flatten(1)
+    n, pixels = flat.shape
+    chunk = max(1, min(pixels, _INTERSECTION_CHUNK_ELEMENTS // max(n, 1), (1 << 24) - 1))
+    total = torch.zeros(n, n, dtype=torch.int64, device=masks.device)
+    for start in range(0, pixels, chunk):
+        part = flat[:, start : start + chunk].float()
+        total += (part @ part.T).round().long()
+    return total
+
+
+def remove_duplicate_masks(masks: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Indices of masks kept after dropping near-duplicates, larger masks first (as RAM does).
+
+    Masks are visited by decreasing area (ties: lower index first); a mask whose mask IoU with an
+    already kept mask is >= `iou_threshold` is dropped.
+
+    Args:
+        masks: [N, H, W] bool.
+
+    Returns:
+        [K] int64 indices into `masks`, in decreasing-area order.
+    """
+    intersections = mask_intersections(masks)
+    areas = intersections.diagonal()
+    order = torch.sort(areas, descending=True, stable=True).indices
+    inter = intersections[order][:, order].double()
+    ranked_areas = areas[order].double()
+    union = ranked_areas[:, None] + ranked_areas[None, :] - inter
+    iou = torch.where(union > 0, inter / union, torch.ones_like(inter))  # two empty masks are identical
+    return order[greedy_suppression(iou >= iou_threshold)]

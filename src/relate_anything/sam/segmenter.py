@@ -1,0 +1,489 @@
+"""Segment Anything as RAM uses it: segment everything (or from prompts) and keep a 256-d
+feature per mask.
+
+`Segmenter` is a stateful predictor, like segment-anything's ``SamPredictor``: `set_image` embeds
+the photo once, then any number of prompt decodes reuse the embedding. Masks, scores and features
+stay torch tensors on the model's device until the caller moves them.
+
+The feature of a mask is the mask decoder's output token for that mask (the two-way
+transformer's output at the mask token's position), which RAM feeds to its relation head. It is
+captured with a forward hook on ``model.mask_decoder.transformer``; transformers is not patched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import SamModel
+
+from relate_anything.sam.checkpoint import load_sam
+from relate_anything.sam.ops import build_point_grid, masks_to_boxes, nms, remove_duplicate_masks, stability_score
+from relate_anything.sam.transforms import apply_coords, postprocess_logits, preprocess
+
+__all__ = ["DecoderOutput", "SegmentationResult", "Segmenter", "capture_mask_tokens"]
+
+# Masks upsampled to full resolution at once; bounds the transient [chunk, 1024, 1024] float buffer
+# (256 MiB in float32) independently of points_per_batch.
+_UPSAMPLE_CHUNK = 64
+
+Index = int | slice | Sequence[int] | np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """Masks of one image and everything known about each, indexed together.
+
+    Attributes:
+        masks: [N, H, W] bool at the original image size, on the model's device.
+        iou_predictions: [N] float32, SAM's predicted mask IoU.
+        stability_scores: [N] float32, IoU of the masks thresholded at mask_threshold ± offset
+            (computed on full-resolution logits, as segment-anything).
+        boxes: [N, 4] float32 xyxy in pixels; x1, y1 are the last mask column/row (inclusive,
+            segment-anything's ``batched_mask_to_box`` convention); an empty mask has [0, 0, 0, 0].
+        features: [N, D] float32 (D = 256 for SAM), the decoder's output token for each mask.
+        point_coords: [N, 2] float32 (x, y) of the grid point that produced each mask in original
+            pixels, NaN where a mask came from a user prompt; None when no mask has one.
+
+    ``result[index]`` with an int, slice, index list/array or boolean mask selects from every
+    field at once and returns a `SegmentationResult` (an int gives one of length 1).
+    """
+
+    masks: torch.Tensor
+    iou_predictions: torch.Tensor
+    stability_scores: torch.Tensor
+    boxes: torch.Tensor
+    features: torch.Tensor
+    point_coords: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        n = self.masks.shape[0]
+        if self.masks.ndim != 3 or self.masks.dtype != torch.bool:
+            raise ValueError(f"masks must be [N, H, W] bool, got {tuple(self.masks.shape)} {self.masks.dtype}")
+        expected = {"iou_predictions": (n,), "stability_scores": (n,), "boxes": (n, 4)}
+        if self.point_coords is not None:
+            expected["point_coords"] = (n, 2)
+        for name, shape in expected.items():
+            if tuple(getattr(self, name).shape) != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {tuple(getattr(self, name).shape)}")
+        if self.features.ndim != 2 or self.features.shape[0] != n:
+            raise ValueError(f"features must be [{n}, D], got {tuple(self.features.shape)}")
+
+    def __len__(self) -> int:
+        return self.masks.shape[0]
+
+    def __getitem__(self, index: Index) -> SegmentationResult:
+        if isinstance(index, int):
+            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+        elif not isinstance(index, slice):
+            index = torch.as_tensor(index, device=self.masks.device)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return SegmentationResult(**{name: None if v is None else v[index] for name, v in values.items()})
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the masks."""
+        return self.masks.shape[1], self.masks.shape[2]
+
+    def to(self, device: str | torch.device) -> SegmentationResult:
+        """A copy with every tensor on `device`."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return SegmentationResult(**{name: None if v is None else v.to(device) for name, v in values.items()})
+
+    @classmethod
+    def empty(
+        cls, image_size: tuple[int, int], *, feature_dim: int = 256, device: str | torch.device = "cpu"
+    ) -> SegmentationResult:
+        """A result with no masks for an image of (H, W) `image_size`."""
+        return cls(
+            masks=torch.zeros(0, *image_size, dtype=torch.bool, device=device),
+            iou_predictions=torch.zeros(0, device=device),
+            stability_scores=torch.zeros(0, device=device),
+            boxes=torch.zeros(0, 4, device=device),
+            features=torch.zeros(0, feature_dim, device=device),
+        )
+
+    @classmethod
+    def concatenate(cls, results: Sequence[SegmentationResult]) -> SegmentationResult:
+        """Join results of the same image in order; missing point_coords become NaN rows."""
+        if not results:
+            raise ValueError("concatenate needs at least one SegmentationResult")
+        points = None
+        if any(r.point_coords is not None for r in results):
+            points = torch.cat([_points_or_nan(r) for r in results])
+        return cls(
+            masks=torch.cat([r.masks for r in results]),
+            iou_predictions=torch.cat([r.iou_predictions for r in results]),
+            stability_scores=torch.cat([r.stability_scores for r in results]),
+            boxes=torch.cat([r.boxes for r in results]),
+            features=torch.cat([r.features for r in results]),
+            point_coords=points,
+        )
+
+
+def _points_or_nan(result: SegmentationResult) -> torch.Tensor:
+    if result.point_coords is not None:
+        return result.point_coords
+    return torch.full((len(result), 2), float("nan"), device=result.masks.device)
+
+
+@dataclass(frozen=True)
+class DecoderOutput:
+    """Raw mask-decoder output for a batch of B prompts and C masks per prompt.
+
+    Attributes:
+        low_res_logits: [B, C, 256, 256] mask logits in the padded model-input frame / 4.
+        iou_predictions: [B, C] predicted mask IoU.
+        mask_tokens: [B, C, D] the decoder's output token of each returned mask.
+    """
+
+    low_res_logits: torch.Tensor
+    iou_predictions: torch.Tensor
+    mask_tokens: torch.Tensor
+
+
+@contextmanager
+def capture_mask_tokens(model: SamModel) -> Iterator[list[torch.Tensor]]:
+    """Collect the mask decoder's output mask tokens while the block runs.
+
+    Yields a list that receives, for each decoder call, a [batch, prompts, num_mask_tokens, D]
+    tensor: the two-way transformer's output queries at the mask-token positions. transformers
+    orders the queries [iou_token, mask_token_0 .. mask_token_3, prompt tokens...], so mask token
+    k is query 1 + k. The hook is removed on exit, also on errors.
+    """
+    captured: list[torch.Tensor] = []
+    num_mask_tokens = model.mask_decoder.num_mask_tokens
+
+    def hook(module: torch.nn.Module, args: tuple, output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        queries = output[0]
+        captured.append(queries[..., 1 : 1 + num_mask_tokens, :])
+
+    handle = model.mask_decoder.transformer.register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+@dataclass
+class _Candidates:
+    """Masks of segment_everything before NMS, kept at low resolution to bound memory."""
+
+    low_res_logits: torch.Tensor  # [N, 256, 256]
+    iou_predictions: torch.Tensor  # [N]
+    stability_scores: torch.Tensor  # [N]
+    boxes: torch.Tensor  # [N, 4], from the full-resolution mask
+    features: torch.Tensor  # [N, D]
+    point_coords: torch.Tensor  # [N, 2]
+
+    def __getitem__(self, index: torch.Tensor) -> _Candidates:
+        return _Candidates(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    @classmethod
+    def cat(cls, parts: Sequence[_Candidates]) -> _Candidates:
+        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+
+
+class Segmenter:
+    """SAM with the image embedding cached, for automatic and prompted segmentation.
+
+    Defaults are segment-anything's ``SamAutomaticMaskGenerator`` defaults, plus RAM's removal of
+    near-duplicate masks.
+
+    Args:
+        model: a transformers `SamModel` (see `load_sam`), in eval mode.
+        points_per_side: segment_everything prompts an n x n grid of points.
+        points_per_batch: grid points decoded together (memory vs speed).
+        pred_iou_thresh: keep masks whose predicted IoU is > this (no filter when <= 0, as SAM).
+        stability_score_thresh: keep masks whose stability score is >= this (no filter when <= 0).
+        stability_score_offset: logit offset of the stability score.
+        mask_threshold: logit above which a pixel is in the mask.
+        box_nms_thresh: box IoU above which the lower-scoring mask is dropped.
+        duplicate_iou_thresh: mask IoU at or above which the smaller of two masks is dropped.
+        min_mask_area: masks with fewer pixels are dropped.
+
+    Example:
+        >>> segmenter = Segmenter.from_pretrained("facebook/sam-vit-huge", device="cuda")
+        >>> segmenter.set_image(np.asarray(Image.open("dog.jpg").convert("RGB")))
+        >>> result = segmenter.segment_everything()
+        >>> result.masks.shape, result.features.shape   # [N, H, W], [N, 256]
+    """
+
+    def __init__(
+        self,
+        model: SamModel,
+        *,
+        points_per_side: int = 32,
+        points_per_batch: int = 256,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        mask_threshold: float = 0.0,
+        box_nms_thresh: float = 0.7,
+        duplicate_iou_thresh: float = 0.8,
+        min_mask_area: int = 0,
+    ) -> None:
+        if points_per_side < 1 or points_per_batch < 1:
+            raise ValueError("points_per_side and points_per_batch must be positive")
+        self.model = model.eval()
+        self.points_per_side = points_per_side
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.mask_threshold = mask_threshold
+        self.box_nms_thresh = box_nms_thresh
+        self.duplicate_iou_thresh = duplicate_iou_thresh
+        self.min_mask_area = min_mask_area
+        self.image_size: int = model.config.vision_config.image_size
+        self._embedding: torch.Tensor | None = None
+        self._original_size: tuple[int, int] | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        **thresholds: float,
+    ) -> Segmenter:
+        """`load_sam(name_or_path)` wrapped in a `Segmenter`; `thresholds` are constructor kwargs."""
+        return cls(load_sam(name_or_path, device=device, dtype=dtype), **thresholds)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    # ------------------------------------------------------------------------------------------
+    # Image
+
+    def set_image(self, image: np.ndarray | Image.Image) -> None:
+        """Embed `image` ([H, W, 3] uint8 RGB array, or a PIL image) and cache the embedding."""
+        if isinstance(image, Image.Image):
+            image = np.asarray(image.convert("RGB"))
+        pixels = preprocess(image, image_size=self.image_size, device=self.device, dtype=self.dtype)
+        with torch.inference_mode():
+            self._embedding = self.model.get_image_embeddings(pixels)
+        self._original_size = (int(image.shape[0]), int(image.shape[1]))
+
+    def reset_image(self) -> None:
+        """Forget the cached embedding."""
+        self._embedding = None
+        self._original_size = None
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """(H, W) of the image last given to `set_image`."""
+        if self._original_size is None:
+            raise RuntimeError("call set_image(image) before segmenting")
+        return self._original_size
+
+    # ------------------------------------------------------------------------------------------
+    # Batched tensor API
+
+    def decode(
+        self,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        *,
+        multimask_output: bool = True,
+    ) -> DecoderOutput:
+        """Decode B prompts against the cached embedding (``SamPredictor.predict_torch``).
+
+        Args:
+            point_coords: [B, N, 2] (x, y) in original image pixels.
+            point_labels: [B, N] int, 1 = foreground, 0 = background.
+            boxes: [B, 4] xyxy in original image pixels; with points, box b joins points b.
+            multimask_output: 3 masks per prompt (mask tokens 1..3) instead of 1 (token 0).
+
+        Returns:
+            `DecoderOutput` with C = 3 or 1, on the model's device.
+        """
+        if self._embedding is None:
+            raise RuntimeError("call set_image(image) before segmenting")
+        if point_coords is None and boxes is None:
+            raise ValueError("give point_coords and/or boxes")
+        inputs = self._prompt_inputs(point_coords, point_labels, boxes)
+        with capture_mask_tokens(self.model) as tokens, torch.inference_mode():
+            output = self.model(image_embeddings=self._embedding, multimask_output=multimask_output, **inputs)
+        mask_tokens = tokens[0][0]  # [B, num_mask_tokens, D]
+        mask_tokens = mask_tokens[:, 1:] if multimask_output else mask_tokens[:, :1]
+        return DecoderOutput(output.pred_masks[0], output.iou_scores[0], mask_tokens)
+
+    def _prompt_inputs(
+        self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None, boxes: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """SamModel keyword inputs (batch of one image) in the resized model-input frame."""
+        inputs: dict[str, torch.Tensor] = {}
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_labels must be given with point_coords")
+            coords = apply_coords(point_coords.to(self.device), self.original_size, self.image_size)
+            inputs["input_points"] = coords[None]
+            inputs["input_labels"] = point_labels.to(self.device, torch.int)[None]
+        if boxes is not None:
+            corners = apply_coords(boxes.to(self.device).reshape(-1, 2, 2), self.original_size, self.image_size)
+            inputs["input_boxes"] = corners.reshape(-1, 4)[None]
+        return inputs
+
+    def upscale_logits(self, low_res_logits: torch.Tensor) -> torch.Tensor:
+        """[N, 256, 256] decoder logits -> [N, H, W] logits at the original image size.
+
+        ``Sam.postprocess_masks`` semantics, in chunks of masks to bound memory.
+        """
+        chunks = [
+            postprocess_logits(chunk[:, None], self.original_size, self.image_size)[:, 0]
+            for chunk in low_res_logits.split(_UPSAMPLE_CHUNK)
+        ]
+        return torch.cat(chunks) if chunks else low_res_logits.new_zeros(0, *self.original_size)
+
+    # ------------------------------------------------------------------------------------------
+    # Automatic segmentation
+
+    def segment_everything(self) -> SegmentationResult:
+        """Masks from a points_per_side² grid of single-point prompts, filtered as SAM's AMG + RAM.
+
+        Steps: decode the grid in batches (3 masks per point); keep predicted IoU >
+        pred_iou_thresh and stability >= stability_score_thresh (both on full-resolution logits,
+        like ``SamAutomaticMaskGenerator`` with one crop); box NMS at box_nms_thresh ranked by
+        predicted IoU; drop near-duplicate masks (mask IoU >= duplicate_iou_thresh, larger kept);
+        drop masks smaller than min_mask_area pixels.
+
+        Returns:
+            `SegmentationResult` ordered by decreasing mask area, with point_coords.
+        """
+        height, width = self.original_size
+        grid = build_point_grid(self.points_per_side) * torch.tensor([width, height], dtype=torch.float64)
+        candidates = _Candidates.cat([self._grid_batch(points) for points in grid.split(self.points_per_batch)])
+        candidates = candidates[nms(candidates.boxes, candidates.iou_predictions, self.box_nms_thresh)]
+        # Candidates keep 256x256 logits only; full-resolution masks are rebuilt for NMS survivors,
+        # so memory does not grow with the image size times the number of rejected masks.
+        masks = self.upscale_logits(candidates.low_res_logits) > self.mask_threshold
+        keep = remove_duplicate_masks(masks, self.duplicate_iou_thresh)
+        masks, candidates = masks[keep], candidates[keep]
+        large = masks.flatten(1).sum(1) >= self.min_mask_area
+        return SegmentationResult(
+            masks=masks[large],
+            iou_predictions=candidates.iou_predictions[large].float(),
+            stability_scores=candidates.stability_scores[large].float(),
+            boxes=candidates.boxes[large],
+            features=candidates.features[large].float(),
+            point_coords=candidates.point_coords[large].float(),
+        )
+
+    def _grid_batch(self, points: torch.Tensor) -> _Candidates:
+        """Decode [P, 2] grid points (original pixels) and apply the per-mask filters."""
+        points = points.to(self.device)
+        labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=self.device)
+        output = self.decode(points[:, None, :], labels, multimask_output=True)
+        # Point-major order, as the original: point 0's 3 masks, then point 1's, ...
+        logits = output.low_res_logits.flatten(0, 1)
+        iou = output.iou_predictions.flatten(0, 1)
+        tokens = output.mask_tokens.flatten(0, 1)
+        point_coords = points.repeat_interleave(output.iou_predictions.shape[1], dim=0)
+        if self.pred_iou_thresh > 0.0:  # filtering first spares upsampling rejected masks
+            keep = iou > self.pred_iou_thresh
+            logits, iou, tokens, point_coords = logits[keep], iou[keep], tokens[keep], point_coords[keep]
+        scores, boxes = self._stability_and_boxes(logits)
+        candidates = _Candidates(logits, iou, scores, boxes, tokens, point_coords)
+        if self.stability_score_thresh > 0.0:
+            candidates = candidates[scores >= self.stability_score_thresh]
+        return candidates
+
+    def _stability_and_boxes(self, low_res_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stability scores [N] and boxes [N, 4] of full-resolution masks, chunk by chunk.
+
+        The full-resolution logits are transient: only the low-resolution ones are kept.
+        """
+        scores, boxes = [], []
+        for chunk in low_res_logits.split(_UPSAMPLE_CHUNK):
+            logits = self.upscale_logits(chunk)
+            scores.append(stability_score(logits, self.mask_threshold, self.stability_score_offset))
+            boxes.append(masks_to_boxes(logits > self.mask_threshold))
+        if not scores:
+            return low_res_logits.new_zeros(0), low_res_logits.new_zeros(0, 4)
+        return torch.cat(scores), torch.cat(boxes)
+
+    # ------------------------------------------------------------------------------------------
+    # Prompted segmentation
+
+    def segment_prompts(
+        self,
+        *,
+        points: np.ndarray | torch.Tensor | Sequence[Sequence[float]] | None = None,
+        point_labels: np.ndarray | torch.Tensor | Sequence[int] | None = None,
+        boxes: np.ndarray | torch.Tensor | Sequence[Sequence[float]] | None = None,
+        multimask_output: bool = True,
+    ) -> SegmentationResult:
+        """One mask per prompt: the points together, or each box (with the points, if given).
+
+        Args:
+            points: [P, 2] (x, y) in original image pixels, all part of ONE prompt.
+            point_labels: [P] 1 = foreground, 0 = background; default all foreground.
+            boxes: [B, 4] xyxy in original image pixels, one prompt each.
+            multimask_output: decode 3 candidate masks per prompt and return the one with the
+                highest predicted IoU (with its token); otherwise the single-mask output (token 0).
+
+        Returns:
+            `SegmentationResult` of 1 mask (points only) or B masks (boxes), in prompt order,
+            point_coords None. No score filters are applied.
+        """
+        point_coords, labels, box_tensor = self._prompt_tensors(points, point_labels, boxes)
+        output = self.decode(point_coords, labels, box_tensor, multimask_output=multimask_output)
+        best = output.iou_predictions.argmax(dim=1)  # always 0 with a single mask
+        rows = torch.arange(best.shape[0], device=best.device)
+        logits = self.upscale_logits(output.low_res_logits[rows, best])
+        masks = logits > self.mask_threshold
+        return SegmentationResult(
+            masks=masks,
+            iou_predictions=output.iou_predictions[rows, best].float(),
+            stability_scores=stability_score(logits, self.mask_threshold, self.stability_score_offset),
+            boxes=masks_to_boxes(masks),
+            features=output.mask_tokens[rows, best].float(),
+        )
+
+    def _prompt_tensors(
+        self,
+        points: np.ndarray | torch.Tensor | Sequence[Sequence[float]] | None,
+        point_labels: np.ndarray | torch.Tensor | Sequence[int] | None,
+        boxes: np.ndarray | torch.Tensor | Sequence[Sequence[float]] | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Validate user prompts and batch them for `decode` ([B, P, 2], [B, P], [B, 4])."""
+        if points is None and boxes is None:
+            raise ValueError("give points and/or boxes")
+        box_tensor = None
+        if boxes is not None:
+            box_tensor = _as_tensor(boxes, torch.float64)
+            if box_tensor.ndim != 2 or box_tensor.shape[1] != 4 or len(box_tensor) == 0:
+                raise ValueError(f"boxes must be [B, 4] xyxy, got {tuple(box_tensor.shape)}")
+        if points is None:
+            return None, None, box_tensor
+        coords = _as_tensor(points, torch.float64)
+        if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) == 0:
+            raise ValueError(f"points must be [P, 2] xy, got {tuple(coords.shape)}")
+        if point_labels is None:
+            labels = torch.ones(len(coords), dtype=torch.int)
+        else:
+            labels = _as_tensor(point_labels, torch.int)
+        if labels.shape != (len(coords),):
+            raise ValueError(f"point_labels must be [{len(coords)}], got {tuple(labels.shape)}")
+        prompts = 1 if box_tensor is None else len(box_tensor)
+        return coords.expand(prompts, -1, -1), labels.expand(prompts, -1), box_tensor
+
+
+def _as_tensor(values: np.ndarray | torch.Tensor | Sequence, dtype: torch.dtype) -> torch.Tensor:
+    """A CPU tensor of `dtype` from a tensor (any device), array or nested sequence."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().to("cpu", dtype)
+    return torch.as_tensor(np.asarray(values), dtype=dtype)

@@ -1,0 +1,94 @@
+"""SAM's image and coordinate transforms, reproducing segment-anything's exactly.
+
+segment-anything resizes the longest side to 1024 with PIL (via torchvision's ``resize`` on a PIL
+image: bilinear with PIL's antialiasing, uint8 result), normalises with fixed RGB mean/std in 0-255
+units and zero-pads bottom/right to a square. transformers' `SamImageProcessor` is not used:
+matching the original to the last bit is what the parity tests demand, and this is 30 lines.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from relate_anything.sam.checkpoint import PIXEL_MEAN, PIXEL_STD
+
+__all__ = ["apply_coords", "postprocess_logits", "preprocess", "preprocess_shape"]
+
+
+def preprocess_shape(height: int, width: int, long_side: int = 1024) -> tuple[int, int]:
+    """(height, width) after scaling the longest side to `long_side`, rounded half up.
+
+    Same arithmetic as ``ResizeLongestSide.get_preprocess_shape``.
+    """
+    scale = long_side * 1.0 / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def preprocess(
+    image: np.ndarray,
+    *,
+    image_size: int = 1024,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Turn an RGB photo into SAM's input tensor.
+
+    Args:
+        image: [H, W, 3] uint8 RGB.
+        image_size: the model's square input side (1024 for every published SAM).
+
+    Returns:
+        [1, 3, image_size, image_size] tensor in `dtype` on `device`: the PIL-bilinear resized
+        image, normalised as (x - mean) / std (float32 arithmetic, as the original), zero-padded at
+        the bottom and right.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an [H, W, 3] uint8 RGB image, got {image.shape} {image.dtype}")
+    new_h, new_w = preprocess_shape(image.shape[0], image.shape[1], image_size)
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
+    pixels = torch.from_numpy(resized.copy()).to(device).permute(2, 0, 1)[None].float()
+    mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
+    pixels = (pixels - mean) / std
+    pixels = F.pad(pixels, (0, image_size - new_w, 0, image_size - new_h))
+    return pixels.to(dtype)
+
+
+def apply_coords(coords: torch.Tensor, original_size: tuple[int, int], image_size: int = 1024) -> torch.Tensor:
+    """Map xy pixel coordinates of the original image to the resized model-input frame.
+
+    Args:
+        coords: [..., 2] (x, y) in original image pixels (any float/int dtype).
+        original_size: (H, W) of the original image.
+
+    Returns:
+        float32 tensor of the same shape. Computed in float64 then rounded to float32, as
+        ``ResizeLongestSide.apply_coords`` (numpy float64) followed by ``SamPredictor.predict``.
+    """
+    old_h, old_w = original_size
+    new_h, new_w = preprocess_shape(old_h, old_w, image_size)
+    scale = torch.tensor([new_w / old_w, new_h / old_h], dtype=torch.float64, device=coords.device)
+    return (coords.to(torch.float64) * scale).to(torch.float32)
+
+
+def postprocess_logits(
+    low_res_logits: torch.Tensor, original_size: tuple[int, int], image_size: int = 1024
+) -> torch.Tensor:
+    """Upsample decoder logits to the original image, as ``Sam.postprocess_masks``.
+
+    Bilinear (align_corners=False) to image_size², crop the unpadded region, bilinear to (H, W).
+
+    Args:
+        low_res_logits: [N, C, h, w] float logits (h = w = 256 for SAM).
+        original_size: (H, W) of the original image.
+
+    Returns:
+        [N, C, H, W] logits in the input dtype.
+    """
+    input_h, input_w = preprocess_shape(original_size[0], original_size[1], image_size)
+    logits = F.interpolate(low_res_logits, (image_size, image_size), mode="bilinear", align_corners=False)
+    logits = logits[..., :input_h, :input_w]
+    return F.interpolate(logits, original_size, mode="bilinear", align_corners=False)
