@@ -1,0 +1,73 @@
+"""The whole pipeline on real photos with tiny random SAM and RAM models."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import RANDOM_WEIGHT_OPTIONS
+
+from relate_anything import RelateAnything, RelateAnythingError, SceneGraph, psg
+from relate_anything.image_io import load_image
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_sam, tiny_ram_pth):
+    return RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, top_k=15, **RANDOM_WEIGHT_OPTIONS)
+
+
+def _check_relations(graph: SceneGraph, top_k: int):
+    ids = {s.id for s in graph.segments}
+    scores = [r.score for r in graph.relations]
+    assert 0 < len(graph.relations) <= top_k
+    assert scores == sorted(scores, reverse=True)
+    assert all(r.subject != r.object and r.subject in ids and r.object in ids for r in graph.relations)
+    assert all(psg.predicates()[r.predicate_id] == r.predicate for r in graph.relations)
+
+
+def test_relate_anything(pipeline, dog_jpg):
+    graph = pipeline(dog_jpg)
+    assert (graph.width, graph.height, graph.file) == (800, 534, "dog.jpg")
+    assert len(graph.segments) >= 2
+    assert graph.features().shape == (len(graph.segments), 256)
+    _check_relations(graph, 15)
+    # The relation scores are the head's sigmoid scores of the segments' own features.
+    logits = pipeline.relation_head.score(torch.from_numpy(graph.features()))
+    for relation in graph.relations:
+        expected = torch.sigmoid(logits[relation.predicate_id, relation.subject, relation.object]).item()
+        assert relation.score == pytest.approx(expected, abs=1e-5)
+    # ... and they are the best-scored triplets of all pairs.
+    off_diagonal = ~torch.eye(len(graph.segments), dtype=torch.bool)
+    assert graph.relations[0].score == pytest.approx(torch.sigmoid(logits[:, off_diagonal].max()).item(), abs=1e-5)
+
+
+def test_relate_me_with_a_point(pipeline, dog_jpg):
+    point = (400.0, 300.0)
+    graph = pipeline(dog_jpg, point=point, top_k=7)
+    _check_relations(graph, 7)
+    assert {r.subject for r in graph.relations} == {0}
+    # Segment 0 is the mask SAM gives for that point prompt.
+    pipeline.segmenter.set_image(load_image(dog_jpg))
+    prompted = pipeline.segmenter.segment_prompts(points=torch.tensor([point]), point_labels=torch.tensor([1]))
+    assert np.array_equal(graph.segment(0).decode(), prompted.masks[0].cpu().numpy())
+    # No other segment duplicates it.
+    masks = graph.masks()
+    inter = (masks[1:] & masks[0]).sum((1, 2))
+    union = (masks[1:] | masks[0]).sum((1, 2))
+    assert np.all(inter / np.maximum(union, 1) < pipeline.segmenter.duplicate_iou_thresh)
+
+
+def test_relate_me_with_a_box(pipeline, images_dir):
+    graph = pipeline(images_dir / "two_dogs_stick.jpg", box=(100, 100, 600, 500), top_k=5)
+    _check_relations(graph, 5)
+    assert {r.subject for r in graph.relations} == {0}
+
+
+@pytest.mark.parametrize("prompt", [{"point": (900, 10)}, {"box": (10, 10, 5, 50)}, {"box": (0, 0, 900, 100)}])
+def test_prompt_outside_the_image(pipeline, dog_jpg, prompt):
+    with pytest.raises(RelateAnythingError, match="outside|must satisfy"):
+        pipeline(dog_jpg, **prompt)
+
+
+def test_grayscale_array_input(pipeline):
+    gray = (np.random.default_rng(0).random((300, 200)) * 255).astype(np.uint8)
+    graph = pipeline(gray)
+    assert (graph.width, graph.height) == (200, 300)
