@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_IMAGES = REPO.parent / "shared" / "images"
+# ../shared beside the checkout; RELATE_ANYTHING_SHARED points elsewhere (e.g. a copy carried to a
+# GPU machine).
+SHARED = Path(os.environ.get("RELATE_ANYTHING_SHARED", REPO.parent / "shared"))
+SHARED_IMAGES = SHARED / "images"
 
 # Tests never reach the hub: a missing model must fail fast with our own message.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

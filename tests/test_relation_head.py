@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED
 from ram_factory import (
     LEGACY_POSITION_IDS_KEY,
     head_from,
@@ -23,7 +24,7 @@ from torch import Tensor
 from relate_anything.errors import CheckpointError
 from relate_anything.ram import RelationHead, RelationHeadConfig, infer_config, relate
 
-LAYOUT_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "psg" / "ram_checkpoint_layout.txt"
+LAYOUT_FILE = SHARED / "psg" / "ram_checkpoint_layout.txt"
 
 
 # ---------------------------------------------------------------------------------------------
