@@ -58,6 +58,12 @@ def test_json_round_trip_keeps_everything():
     np.testing.assert_array_equal(back.masks(), graph.masks())
 
 
+def test_image_id_round_trip():
+    graph = SceneGraph(width=4, height=3, file="train2017/1.jpg", image_id="107902")
+    assert graph.to_dict()["image"] == {"width": 4, "height": 3, "file": "train2017/1.jpg", "id": "107902"}
+    assert SceneGraph.from_json(graph.to_json()).image_id == "107902"
+
+
 def test_json_without_features(tmp_path):
     graph = _graph()
     graph.save(tmp_path / "g.json", features=False)

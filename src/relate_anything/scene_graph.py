@@ -6,7 +6,7 @@ COCO run-length encodings (pycocotools) so a graph of a 4K photo with 100 masks 
 its JSON form is the public exchange format:
 
     {"schema": "relate-anything/scene-graph/v1",
-     "image": {"width", "height", "file"},
+     "image": {"width", "height", "file", "id"?},
      "predicates": [...56 names...],
      "segments": [{"id", "mask": {"size": [h, w], "counts"}, "bbox": [x0, y0, x1, y1], "area",
                    "score", "label"?, "label_score"?, "feature"?}],
@@ -163,6 +163,7 @@ class SceneGraph:
     relations: list[Relation] = field(default_factory=list)
     file: str | None = None
     predicates: tuple[str, ...] = field(default_factory=psg.predicates)
+    image_id: str | None = None  # a dataset's id for the image (PSG's image_id), if any
 
     def __post_init__(self) -> None:
         self.predicates = tuple(self.predicates)
@@ -277,7 +278,8 @@ class SceneGraph:
     def to_dict(self, *, features: bool = True) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
-            "image": {"width": self.width, "height": self.height, "file": self.file},
+            "image": {"width": self.width, "height": self.height, "file": self.file}
+            | ({} if self.image_id is None else {"id": self.image_id}),
             "predicates": list(self.predicates),
             "segments": [s.to_dict(features=features) for s in self.segments],
             "relations": [r.to_dict() for r in self.relations],
@@ -301,6 +303,7 @@ class SceneGraph:
                 width=int(image["width"]),
                 height=int(image["height"]),
                 file=image.get("file"),
+                image_id=None if image.get("id") is None else str(image["id"]),
                 predicates=tuple(data.get("predicates") or psg.predicates()),
                 segments=[Segment.from_dict(item) for item in data["segments"]],
                 relations=[Relation.from_dict(item) for item in data["relations"]],
