@@ -105,3 +105,8 @@ def test_cuda_requested_without_cuda(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth):
         pytest.skip("this machine has CUDA")
     done = _cli("run", str(dog_jpg), "--device", "cuda", "--sam", str(tiny_sam.folder), "--ram", str(tiny_ram_pth))
     assert done.returncode == 1 and "CUDA is not available" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_missing_image_is_refused_before_models_load(tmp_path):
+    result = runner.invoke(app, ["run", str(tmp_path / "nothing.jpg"), "--sam", str(tmp_path / "no-sam")])
+    assert result.exit_code == 2 and "does not exist" in result.output and "SAM weights" not in result.output

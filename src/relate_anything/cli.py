@@ -38,7 +38,11 @@ def _parse_numbers(text: str | None, count: int, option: str) -> tuple[float, ..
 
 @app.command()
 def run(
-    images: Annotated[list[Path], typer.Argument(help="Photos to process (JPEG, PNG, ...).", show_default=False)],
+    images: Annotated[
+        list[Path],
+        # Checked before any model loads: a typo should not cost a multi-GB download first.
+        typer.Argument(help="Photos to process (JPEG, PNG, ...).", show_default=False, exists=True, dir_okay=False),
+    ],
     out: Annotated[Path, typer.Option(help="Folder for <stem>.json (the scene graph) and <stem>.png (the picture).")] = Path("."),
     point: Annotated[str | None, typer.Option(help="X,Y in pixels: relate the thing at this point with everything else.", show_default=False)] = None,
     box: Annotated[str | None, typer.Option(help="X0,Y0,X1,Y1 in pixels: relate the thing in this box with everything else.", show_default=False)] = None,
