@@ -509,3 +509,24 @@ def test_gpu_matches_cpu(files: SamFiles, image: np.ndarray, segmenter: Segmente
     cpu = segmenter.segment_everything()
     assert len(result) == len(cpu)
     torch.testing.assert_close(result.features.cpu(), cpu.features, rtol=0, atol=1e-3)
+
+
+def test_folder_that_is_not_sam_is_reported(tmp_path, tiny_sam):
+    import json
+    import shutil
+
+    from relate_anything.errors import CheckpointError
+    from relate_anything.sam import load_sam
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match="empty: not a transformers SAM folder"):
+        load_sam(empty)
+    # SAM config, weights of another shape: refused, not silently re-initialised.
+    wrong = tmp_path / "wrong"
+    shutil.copytree(tiny_sam.folder, wrong)
+    config = json.loads((wrong / "config.json").read_text())
+    config["vision_config"]["hidden_size"] = 64
+    (wrong / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="wrong: "):
+        load_sam(wrong)

@@ -95,6 +95,7 @@ def _load_pipeline(*, sam: str | None, ram: str | None, device: str, top_k: int,
     from relate_anything.pipeline import RelateAnything
 
     transformers_logging.disable_progress_bar()  # our own progress bar is the one that matters
+    transformers_logging.set_verbosity_error()  # load problems reach the user as our one message
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RelateAnythingError(f"--device {device}: CUDA is not available on this machine; use --device cpu")

@@ -106,6 +106,8 @@ def load_sam(
     path = Path(name_or_path)
     if path.is_file():
         model = _load_original_file(path, config)
+    elif path.is_dir():
+        model = _load_folder(path)
     else:
         model = SamModel.from_pretrained(str(name_or_path))
     match_original_layer_norm_eps(model)
@@ -122,6 +124,28 @@ def match_original_layer_norm_eps(model: SamModel) -> None:
     for block in model.mask_decoder.transformer.layers:
         for norm in (block.layer_norm1, block.layer_norm2, block.layer_norm3, block.layer_norm4):
             norm.eps = ORIGINAL_TWO_WAY_LAYER_NORM_EPS
+
+
+def _load_folder(path: Path) -> SamModel:
+    """A `save_pretrained` folder, refusing anything that would leave weights randomly initialised."""
+    try:
+        model, info = SamModel.from_pretrained(str(path), output_loading_info=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path}: not a transformers SAM folder ({error})") from error
+    except RuntimeError as error:  # transformers' report of tensors whose shapes differ from config.json
+        raise CheckpointError(f"{path}: weights do not fit the SAM config in config.json ({error})") from error
+    if model.config.model_type != "sam":
+        raise CheckpointError(f"{path}: config.json describes a {model.config.model_type!r} model, not SAM")
+    problems = {name: info.get(name) for name in ("missing_keys", "mismatched_keys") if info.get(name)}
+    if problems:
+        details = "; ".join(f"{name.replace('_', ' ')}: {_shown(sorted(map(str, keys)))}" for name, keys in problems.items())
+        raise CheckpointError(f"{path}: weights do not fit the SAM config ({details})")
+    return model
+
+
+def _shown(keys: list[str]) -> str:
+    more = f" (+{len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else ""
+    return ", ".join(keys[:_SHOWN_KEYS]) + more
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,7 +336,6 @@ def _check_keys_and_shapes(expected: Mapping[str, torch.Tensor], found: Mapping[
     problems = []
     for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape)):
         if keys:
-            more = f" (+{len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else ""
-            problems.append(f"{label}: {', '.join(keys[:_SHOWN_KEYS])}{more}")
+            problems.append(f"{label}: {_shown(keys)}")
     if problems:
         raise CheckpointError(f"{path}: does not match a SAM model; " + "; ".join(problems))
