@@ -133,7 +133,9 @@ def _load_folder(path: Path) -> SamModel:
     except (OSError, ValueError, KeyError) as error:
         raise CheckpointError(f"{path}: not a transformers SAM folder ({error})") from error
     except RuntimeError as error:  # transformers' report of tensors whose shapes differ from config.json
-        raise CheckpointError(f"{path}: weights do not fit the SAM config in config.json ({error})") from error
+        raise CheckpointError(
+            f"{path}: the weights' shapes do not fit config.json (a config from another SAM variant?)"
+        ) from error
     if model.config.model_type != "sam":
         raise CheckpointError(f"{path}: config.json describes a {model.config.model_type!r} model, not SAM")
     problems = {name: info.get(name) for name in ("missing_keys", "mismatched_keys") if info.get(name)}
