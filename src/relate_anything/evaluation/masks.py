@@ -84,16 +84,28 @@ def hidden_parts(rles: Sequence[Rle], priority: np.ndarray) -> list[Rle]:
     return hidden  # type: ignore[return-value]
 
 
+def overlap_free(rles: Sequence[Rle]) -> bool:
+    """Whether no two masks share a pixel (their areas add up to the area of their union)."""
+    if len(rles) < 2:
+        return True
+    return int(areas(rles).sum()) == int(coco_mask.area(coco_mask.merge(list(rles), intersect=False)))
+
+
 def visible_intersections(
-    a: Sequence[Rle], a_hidden: Sequence[Rle] | None, b: Sequence[Rle], b_hidden: Sequence[Rle] | None
+    a: Sequence[Rle],
+    a_hidden: Sequence[Rle] | None,
+    b: Sequence[Rle],
+    b_hidden: Sequence[Rle] | None,
+    *,
+    raw: np.ndarray | None = None,
 ) -> np.ndarray:
     """|(A - A_hidden) ∩ (B - B_hidden)| for every pair, int64 [len(a), len(b)].
 
     Inclusion-exclusion with hidden parts inside their masks:
     |(A-Ha)∩(B-Hb)| = |A∩B| - |Ha∩B| - |A∩Hb| + |Ha∩Hb|. A `None` hidden list means nothing of
-    that side is painted over (the terms vanish).
+    that side is painted over (the terms vanish). `raw`: |A∩B| when already computed.
     """
-    result = intersection_areas(a, b)
+    result = intersection_areas(a, b) if raw is None else raw.copy()
     if a_hidden is not None:
         result -= intersection_areas(a_hidden, b)
     if b_hidden is not None:
