@@ -1,0 +1,117 @@
+"""Feature-collection throughput: images per second of `relate_anything.training.collect`
+(segment everything + IoU matching + RLE encoding + shard writing) with a given SAM, on a
+synthetic PSG-format dataset.
+
+    python bench/collect_throughput.py --sam sam_vit_h_4b8939.pth --device cuda --images 20
+    python bench/collect_throughput.py --random vit_h --device cuda   # random weights, same cost
+
+With random weights SAM's default thresholds keep almost no mask; pass --random-thresholds to
+keep masks (cost then depends on how many survive, so prefer real weights for figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from relate_anything.datasets import PsgDataset, make_synthetic_psg
+from relate_anything.sam import Segmenter, load_sam
+from relate_anything.training import collect
+
+RANDOM_ENCODERS = {
+    "tiny": {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": [1]},
+    "vit_b": {"embed_dim": 768, "depth": 12, "num_heads": 12, "global_attn_indexes": [2, 5, 8, 11]},
+    "vit_h": {"embed_dim": 1280, "depth": 32, "num_heads": 16, "global_attn_indexes": [7, 15, 23, 31]},
+}
+
+
+def random_sam(name: str, device: str, dtype: torch.dtype):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from sam_factory import sam_config  # the tests' SamConfig equal to segment-anything's builders
+    from transformers import SamModel
+
+    torch.manual_seed(0)
+    return SamModel(sam_config(RANDOM_ENCODERS[name])).to(device, dtype).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sam", help="SAM weights (hub id, folder or sam_vit_*.pth)")
+    parser.add_argument("--random", choices=sorted(RANDOM_ENCODERS), help="random SAM of this size instead")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--bf16", action="store_true", help="run SAM in bfloat16")
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--size", default="640,480", help="synthetic image width,height")
+    parser.add_argument("--points-per-side", type=int, default=32)
+    parser.add_argument("--points-per-batch", type=int, default=256)
+    parser.add_argument("--random-thresholds", action="store_true", help="thresholds that keep masks of random weights")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args()
+    if (args.sam is None) == (args.random is None):
+        parser.error("give --sam or --random")
+
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    model = load_sam(args.sam, device=args.device, dtype=dtype) if args.sam else random_sam(args.random, args.device, dtype)
+    options = {"points_per_side": args.points_per_side, "points_per_batch": args.points_per_batch}
+    if args.random_thresholds:
+        options |= {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 0.7}
+    segmenter = Segmenter(model, **options)
+    width, height = (int(v) for v in args.size.split(","))
+    with tempfile.TemporaryDirectory() as tmp:
+        make_synthetic_psg(Path(tmp) / "psg", images=args.images + args.warmup, seed=0, size=(width, height))
+        dataset = PsgDataset(Path(tmp) / "psg", split=None)
+        warm = _Subset(dataset, range(args.warmup))
+        timed = _Subset(dataset, range(args.warmup, len(dataset)))
+        collect(warm, segmenter, Path(tmp) / "warm", progress=False)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        stats = collect(timed, segmenter, Path(tmp) / "cache", progress=False)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - started
+    report = {
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "sam": args.sam or f"random {args.random}",
+        "dtype": str(dtype),
+        "image_size": [width, height],
+        "segmenter": options,
+        "images": stats.images,
+        "masks_per_image": stats.masks / max(stats.images, 1),
+        "seconds": elapsed,
+        "images_per_s": stats.images / elapsed,
+        "psg_46k_hours": 46_000 / (stats.images / elapsed) / 3600,
+    }
+    print(json.dumps(report, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+class _Subset:
+    """The images `indices` of a dataset, with the interface `collect` needs."""
+
+    def __init__(self, dataset, indices) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.dataset[self.indices[index]]
+
+    def image_path(self, index: int):
+        return self.dataset.image_path(self.indices[index])
+
+    def image_ids(self):
+        return [self.dataset[i].image_id for i in self.indices]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""`relate-anything collect` and `relate-anything train`: thin shells over `collect` and `train`.
+
+Register them on the main Typer app with `app.command("collect")(collect_command)` and
+`app.command("train")(train_command)`. Errors the user can fix are printed as one message with a
+non-zero exit code, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from relate_anything.console import check_device, fail, stderr
+from relate_anything.errors import RelateAnythingError
+
+
+
+def collect_command(
+    data: Annotated[Path, typer.Argument(help="PSG-format dataset: a folder with psg.json, or the JSON file.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Feature-cache folder to write (resumes if it exists).")] = Path("feats"),
+    split: Annotated[str, typer.Option(help="Images to collect: train, test, or all.")] = "train",
+    sam: Annotated[str | None, typer.Option(help="SAM weights: hub id, transformers folder or sam_vit_*.pth (default: $RELATE_ANYTHING_SAM, else facebook/sam-vit-huge).", show_default=False)] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...; under torchrun, cuda means cuda:LOCAL_RANK.")] = "cpu",
+    points_per_side: Annotated[int, typer.Option(min=1, help="Segment everything with an N x N grid of point prompts.")] = 32,
+    points_per_batch: Annotated[int, typer.Option(min=1, help="Grid points decoded together.")] = 256,
+    pred_iou_thresh: Annotated[float, typer.Option(help="Keep masks whose predicted IoU is above this.")] = 0.88,
+    stability_score_thresh: Annotated[float, typer.Option(help="Keep masks whose stability score is at least this.")] = 0.95,
+    box_nms_thresh: Annotated[float, typer.Option(help="Drop a mask whose box overlaps a better mask's box by more than this IoU.")] = 0.7,
+    shard_size: Annotated[int, typer.Option(min=1, help="Images per committed shard (a crash re-does at most this many).")] = 256,
+    float32: Annotated[bool, typer.Option("--float32", help="Store features as float32 (default float16).")] = False,
+) -> None:
+    """Run SAM on every image of DATA, match its masks to the ground truth and cache features and relations."""
+    try:
+        import torch
+
+        from relate_anything import weights
+        from relate_anything.sam import Segmenter, load_sam
+        from relate_anything.training.collect import collect
+
+        dataset = _psg_dataset(data, split)
+        device = check_device(device)
+        sam_path = weights.resolve(sam or weights.default_reference(weights.SAM_WEIGHTS, weights.DEFAULT_SAM), weights.SAM_WEIGHTS)
+        segmenter = Segmenter(
+            load_sam(sam_path, device=device),
+            points_per_side=points_per_side,
+            points_per_batch=points_per_batch,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+            box_nms_thresh=box_nms_thresh,
+        )
+        stats = collect(dataset, segmenter, out, shard_size=shard_size, feature_dtype=torch.float32 if float32 else torch.float16)
+    except RelateAnythingError as error:
+        fail(error)
+    stderr.print(
+        f"{stats.images} images collected ({stats.already_done} already cached, {stats.without_relations} without "
+        f"relations skipped); {stats.masks} SAM masks; ground-truth masks matched {stats.matched_fraction:.1%}, "
+        f"relations kept {stats.kept_fraction:.1%} -> {out}",
+        highlight=False,
+    )
+
+
+def train_command(
+    cache: Annotated[Path, typer.Argument(help="Training feature cache (from `relate-anything collect`).", show_default=False)],
+    val_cache: Annotated[Path | None, typer.Option(help="Held-out feature cache for R@20/50/100 after every epoch.", show_default=False)] = None,
+    out: Annotated[Path, typer.Option(help="Folder for head.safetensors, head_ema.safetensors, train_state.pt, history.json.")] = Path("runs/ram"),
+    epochs: Annotated[int, typer.Option(min=0)] = 12,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate (x0.1 at each milestone).")] = 1e-4,
+    weight_decay: Annotated[float, typer.Option()] = 0.05,
+    milestones: Annotated[str, typer.Option(help="Comma-separated epochs at which lr drops x0.1.")] = "6,10",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per step (per GPU).")] = 4,
+    loss: Annotated[str, typer.Option(help="multi_label_ce (RAM's) or bce.")] = "multi_label_ce",
+    max_grad_norm: Annotated[float, typer.Option(help="Clip the gradient norm to this (RAM: 0.01); 0 disables.")] = 0.01,
+    ema_decay: Annotated[float, typer.Option(help="EMA of the weights (the distillation teacher); 0 disables.")] = 0.999,
+    distill_weight: Annotated[float, typer.Option(help="Weight of the EMA teacher's soft labels in the targets; 0 disables.")] = 0.0,
+    distill_temperature: Annotated[float, typer.Option(help="Temperature of the teacher's soft labels.")] = 1.0,
+    init_from: Annotated[Path | None, typer.Option(help="Start from these head weights (.pth or .safetensors).", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/train_state.pt if it exists.")] = False,
+    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = True,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...; under torchrun, cuda means cuda:LOCAL_RANK.")] = "cpu",
+    seed: Annotated[int, typer.Option()] = 0,
+    num_workers: Annotated[int, typer.Option(min=0, help="DataLoader workers.")] = 0,
+) -> None:
+    """Train the RAM relation head on a feature cache (one GPU, or many with torchrun)."""
+    try:
+        from relate_anything.training.train import TrainConfig, train
+
+        try:
+            lr_milestones = tuple(int(m) for m in milestones.split(",") if m.strip())
+        except ValueError:
+            raise RelateAnythingError(f"--milestones must be comma-separated epochs, got {milestones!r}") from None
+        config = TrainConfig(
+            epochs=epochs,
+            lr=lr,
+            weight_decay=weight_decay,
+            lr_milestones=lr_milestones,
+            batch_size=batch_size,
+            loss=loss,  # type: ignore[arg-type]  # validated by TrainConfig
+            max_grad_norm=max_grad_norm or None,
+            ema_decay=ema_decay,
+            distill_weight=distill_weight,
+            distill_temperature=distill_temperature,
+            init_from=init_from,
+            checkpoint_dir=out,
+            resume=resume,
+            amp=amp,
+            device=device,
+            seed=seed,
+            num_workers=num_workers,
+        )
+        train(cache, val_cache, config=config)
+    except RelateAnythingError as error:
+        fail(error)
+    if int(os.environ.get("RANK", "0")) == 0:
+        stderr.print(f"trained head: {out / 'head.safetensors'} (EMA: {out / 'head_ema.safetensors'})", highlight=False)
+
+
+def _psg_dataset(data: Path, split: str):
+    if split not in ("train", "test", "all"):
+        raise RelateAnythingError(f"--split must be train, test or all, got {split!r}")
+    from relate_anything.datasets import PsgDataset
+
+    return PsgDataset(data, split=None if split == "all" else split)
