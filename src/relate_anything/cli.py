@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from relate_anything.console import check_device, fail, report, stderr
+from relate_anything.datasets.cli import app as data_app
 from relate_anything.errors import RelateAnythingError
+from relate_anything.evaluation.cli import evaluate_command
+from relate_anything.training.cli import collect_command, train_command
 
 app = typer.Typer(
     help="Panoptic scene graphs from any image: segment everything with SAM, relate everything with RAM.",
@@ -21,7 +24,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-stderr = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
 
 
 def _parse_numbers(text: str | None, count: int, option: str) -> tuple[float, ...] | None:
@@ -71,7 +73,7 @@ def run(
             box_nms_thresh=box_nms_thresh,
         )
     except RelateAnythingError as error:
-        _fail(error)
+        fail(error)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
     with _progress(len(images)) as progress:
@@ -82,14 +84,13 @@ def run(
                 _process_one(pipeline, path, out, point=point_xy, box=box_xyxy, features=features)
             except RelateAnythingError as error:
                 failures += 1
-                stderr.print(f"[red]error:[/red] {error}", highlight=False)
+                report(error)
             progress.advance(task)
     if failures:
         raise typer.Exit(code=2)
 
 
 def _load_pipeline(*, sam: str | None, ram: str | None, device: str, top_k: int, **segmenter_options):
-    import torch
     from transformers.utils import logging as transformers_logging
 
     from relate_anything.pipeline import RelateAnything
@@ -97,9 +98,7 @@ def _load_pipeline(*, sam: str | None, ram: str | None, device: str, top_k: int,
     transformers_logging.disable_progress_bar()  # our own progress bar is the one that matters
     transformers_logging.set_verbosity_error()  # load problems reach the user as our one message
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RelateAnythingError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    return RelateAnything.from_pretrained(sam, ram, device=device, top_k=top_k, **segmenter_options)
+    return RelateAnything.from_pretrained(sam, ram, device=check_device(device), top_k=top_k, **segmenter_options)
 
 
 def _process_one(pipeline, path: Path, out: Path, *, point, box, features: bool) -> None:
@@ -124,14 +123,16 @@ def _progress(total: int) -> Progress:
     )
 
 
-def _fail(error: RelateAnythingError) -> None:
-    stderr.print(f"[red]error:[/red] {error}", highlight=False)
-    raise typer.Exit(code=error.exit_code)
-
-
 @app.callback()
 def _root() -> None:
     """Panoptic scene graphs from any image."""
+
+
+# The other stages' commands: data preparation, evaluation and training.
+app.add_typer(data_app, name="data")
+app.command("eval")(evaluate_command)
+app.command("collect")(collect_command)
+app.command("train")(train_command)
 
 
 def main() -> None:
