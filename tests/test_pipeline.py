@@ -1,5 +1,7 @@
 """The whole pipeline on real photos with tiny random SAM and RAM models."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +73,28 @@ def test_grayscale_array_input(pipeline):
     gray = (np.random.default_rng(0).random((300, 200)) * 255).astype(np.uint8)
     graph = pipeline(gray)
     assert (graph.width, graph.height) == (200, 300)
+
+
+def test_relate_regions_keeps_the_given_segments(pipeline, dog_jpg):
+    height, width = 534, 800
+    masks = np.zeros((3, height, width), dtype=bool)
+    masks[0, 100:300, 100:300] = True
+    masks[1, 50:120, 500:700] = True
+    masks[2, 400:, :] = True
+    given = SceneGraph.from_masks(masks, [1.0, 1.0, 1.0], labels=["dog", "frisbee", "sand"])
+    given = replace(given, segments=[replace(s, id=s.id + 10) for s in given.segments])
+    graph = pipeline.relate_regions(dog_jpg, given, top_k=6)
+    assert graph.segments == given.segments
+    assert len(graph.relations) == 6
+    assert all(r.subject in (10, 11, 12) and r.object in (10, 11, 12) and r.subject != r.object for r in graph.relations)
+    # The scores are the head's on the box-prompt features of the regions.
+    pipeline.segmenter.set_image(load_image(dog_jpg))
+    boxes = torch.tensor([s.bbox for s in given.segments])
+    logits = pipeline.relation_head.score(pipeline.segmenter.segment_prompts(boxes=boxes).features)
+    top = graph.relations[0]
+    assert top.score == pytest.approx(torch.sigmoid(logits[top.predicate_id, top.subject - 10, top.object - 10]).item(), abs=1e-5)
+
+
+def test_relate_regions_checks_the_image_size(pipeline, dog_jpg):
+    with pytest.raises(RelateAnythingError, match="regions are 10x10"):
+        pipeline.relate_regions(dog_jpg, SceneGraph(width=10, height=10))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import dataclasses
 import os
 import socket
@@ -354,17 +356,26 @@ class _WithGroundTruthMasks:
         return SegmentationResult.concatenate([self.segmenter.segment_everything(), gt])
 
 
-def test_collect_and_train_end_to_end_with_tiny_sam(tiny_sam, tmp_path):
-    datasets = pytest.importorskip("relate_anything.datasets")
-    from conftest import RANDOM_WEIGHT_OPTIONS
+def test_synth_collect_train_eval_end_to_end(tiny_sam, tmp_path):
+    """data synth -> collect -> train -> predict (SGDet and PredCls) -> eval, with a tiny random SAM."""
+    import json
 
+    from conftest import RANDOM_WEIGHT_OPTIONS
+    from typer.testing import CliRunner
+
+    from relate_anything.cli import app
+    from relate_anything.datasets import PsgDataset
+    from relate_anything.pipeline import RelateAnything
     from relate_anything.sam import Segmenter, load_sam
 
-    datasets.make_synthetic_psg(tmp_path / "psg", images=3, seed=0)
-    dataset = datasets.PsgDataset(tmp_path / "psg", split=None)
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "psg"), "--images", "4", "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    dataset = PsgDataset(tmp_path / "psg", split=None)
     segmenter = Segmenter(load_sam(tiny_sam.folder), **RANDOM_WEIGHT_OPTIONS)
-    # A random SAM's masks rarely match the ground truth, so few relations would survive. So that relations survive matching, add the ground-truth masks to SAM's, each with the real
-    # SAM feature of its box prompt (masks and features still go through the whole pipeline).
+    # A random SAM's masks rarely match the ground truth, so few relations would survive. So that
+    # relations survive matching, add the ground-truth masks to SAM's, each with the real SAM
+    # feature of its box prompt (masks and features still go through the whole pipeline).
     stats = collect(dataset, _WithGroundTruthMasks(segmenter, dataset), tmp_path / "cache", shard_size=3, progress=False)
     assert stats.images == len(dataset) and stats.masks > stats.gt_masks and stats.kept_relations > 0
     cache = FeatureCache(tmp_path / "cache")
@@ -377,8 +388,29 @@ def test_collect_and_train_end_to_end_with_tiny_sam(tiny_sam, tmp_path):
             assert (cache.matched_gt(index)[image.relations[:, :2]] >= 0).all()
     train(tmp_path / "cache", tmp_path / "cache", config=tiny_config(epochs=1, checkpoint_dir=tmp_path / "run"))
     head = RelationHead.from_checkpoint(tmp_path / "run" / "head.safetensors")
-    image = cache[0]
-    assert head(image.features[None]).shape == (1, 56, image.num_masks, image.num_masks)
+
+    # Predict with the trained head: SGDet graphs from the pipeline, PredCls on the ground truth.
+    pipeline = RelateAnything(segmenter, head, top_k=20)
+    for name in ("sgdet", "predcls"):
+        (tmp_path / name).mkdir()
+    for index in range(len(dataset)):
+        truth = dataset[index]
+        photo = dataset.image_path(index)
+        sgdet = replace(pipeline(photo), image_id=truth.image_id)
+        sgdet.save(tmp_path / "sgdet" / f"{truth.image_id}.json")
+        pipeline.relate_regions(photo, truth).save(tmp_path / "predcls" / f"{truth.image_id}.json")
+    result = runner.invoke(
+        app,
+        ["eval", str(tmp_path / "sgdet"), str(tmp_path / "psg"), "--split", "all",
+         "--predcls", str(tmp_path / "predcls"), "--json", str(tmp_path / "scores.json")],
+    )
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["images"] == len(dataset)
+    # Unnamed SAM segments can never hit a triplet under SGDet; PredCls scores real predictions.
+    assert scores["sgdet"]["R@20"] == 0.0
+    assert all(0.0 <= scores["predcls"][f"R@{k}"] <= 1.0 for k in (20, 50, 100))
+    assert 0.0 <= scores["pq"]["PQ"] <= 1.0
 
 
 def test_train_command_reports_errors_without_traceback(tmp_path):

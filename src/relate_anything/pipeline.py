@@ -12,6 +12,7 @@ masks for PSG's 56 predicates. Two modes, as in RAM's demo:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,39 @@ class RelateAnything:
             segments.masks, segments.iou_predictions, features=segments.features, file=file
         )
         return graph.with_relations(self._relations(segments.features, top_k or self.top_k, subject))
+
+    @torch.inference_mode()
+    def relate_regions(self, image: str | Path | np.ndarray, regions: SceneGraph, *, top_k: int | None = None) -> SceneGraph:
+        """Relations between given regions (PSG's PredCls setting: masks and names are given).
+
+        Each region's feature is SAM's mask token for a box prompt of the region's bounding box,
+        the prompt closest to a mask that SAM's prompt encoder takes without a mask input.
+
+        Args:
+            image: the photo the regions belong to (path or RGB uint8 [H, W, 3]).
+            regions: a graph whose segments are the regions (e.g. ground truth); its relations
+                are ignored.
+            top_k: triplets to keep (default: the pipeline's `top_k`).
+
+        Returns:
+            `regions` with the top-k relations between its segments (ids are the regions' ids).
+        """
+        pixels = load_image(image)
+        if pixels.shape[:2] != (regions.height, regions.width):
+            raise RelateAnythingError(
+                f"image is {pixels.shape[1]}x{pixels.shape[0]} but the regions are {regions.width}x{regions.height}"
+            )
+        if not regions.segments:
+            return regions.with_relations([])
+        self.segmenter.set_image(pixels)
+        boxes = torch.tensor([segment.bbox for segment in regions.segments], dtype=torch.float32)
+        features = self.segmenter.segment_prompts(boxes=boxes).features
+        ids = [segment.id for segment in regions.segments]
+        relations = [
+            replace(relation, subject=ids[relation.subject], object=ids[relation.object])
+            for relation in self._relations(features, top_k or self.top_k, None)
+        ]
+        return regions.with_relations(relations)
 
     def _with_prompted_subject(
         self, segments: SegmentationResult, *, point: Sequence[float] | None, box: Sequence[float] | None
