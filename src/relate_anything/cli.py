@@ -137,3 +137,7 @@ app.command("train")(train_command)
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
