@@ -228,7 +228,7 @@ def test_wrong_keys_and_shapes_are_named(tiny, tmp_path):
     renamed = dict(sd)
     renamed["cls_subject.weight"] = renamed.pop("cls_obj.weight")
     path = write_published_pth(tmp_path / "renamed.pth", renamed)
-    _expect_checkpoint_error(path, "missing cls_obj.weight", "unexpected cls_subject.weight")
+    _expect_checkpoint_error(path, "missing keys: cls_obj.weight", "unexpected keys: cls_subject.weight")
 
     reshaped = dict(sd)
     reshaped["fc_output.0.weight"] = torch.zeros(3, 3)
@@ -236,7 +236,7 @@ def test_wrong_keys_and_shapes_are_named(tiny, tmp_path):
 
     # A config that does not fit the file (here: a safetensors file read with another config).
     path = write_safetensors(tmp_path / "tiny.safetensors", sd, config)
-    _expect_checkpoint_error(path, "wrong shape", config=RelationHeadConfig())
+    _expect_checkpoint_error(path, "wrong shapes", config=RelationHeadConfig())
 
     # Not a relation head at all: nothing to infer a config from.
     path = write_published_pth(tmp_path / "other.pth", {"weight": torch.zeros(2)})

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from relate_anything.errors import CheckpointError
+from relate_anything.state_dicts import listed, mismatches
 
 from relate_anything.ram.config import RelationHeadConfig
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 # as non-persistent. The head never reads it (it passes its own position ids), so it is dropped.
 LEGACY_POSITION_IDS_KEY = "model.embeddings.position_ids"
 CONFIG_METADATA_KEY = "relate_anything.relation_head_config"
-_MAX_LISTED_KEYS = 5
 _LAYER_KEY = re.compile(r"^model\.encoder\.layer\.(\d+)\.")
 
 
@@ -116,8 +116,8 @@ def infer_config(
     missing = [k for k in needed if k not in state_dict]
     if missing:
         raise CheckpointError(
-            f"{path} is not a RAM relation-head checkpoint: missing {_first(missing)} "
-            f"({len(state_dict)} keys, e.g. {_first(sorted(state_dict))})"
+            f"{path} is not a RAM relation-head checkpoint: missing {listed(missing)} "
+            f"({len(state_dict)} keys, e.g. {listed(sorted(state_dict))})"
         )
     not_matrices = [k for k in needed if state_dict[k].dim() != 2]
     if not_matrices:
@@ -149,18 +149,7 @@ def load_into(head: RelationHead, state_dict: dict[str, Tensor], path: str | Pat
     file and the first missing, unexpected and mis-shaped keys."""
     expected = head.state_dict()
     given = {k: v for k, v in state_dict.items() if k != LEGACY_POSITION_IDS_KEY or k in expected}
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    misshaped = [
-        f"{k} {list(given[k].shape)} (expected {list(v.shape)})"
-        for k, v in expected.items()
-        if k in given and given[k].shape != v.shape
-    ]
-    problems = [
-        f"{label} {_first(keys)}"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
-        if keys
-    ]
+    problems = mismatches(expected, given)
     if problems:
         raise CheckpointError(f"{path} does not fit the RAM relation head: " + "; ".join(problems))
     head.load_state_dict(given, strict=True)
@@ -171,10 +160,3 @@ def save(head: RelationHead, path: str | Path) -> None:
     metadata = {"format": "pt", CONFIG_METADATA_KEY: json.dumps(head.config.to_dict())}
     tensors = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
     save_file(tensors, str(path), metadata=metadata)
-
-
-def _first(keys: list[str]) -> str:
-    """The first few keys, and how many more, for error messages."""
-    shown = ", ".join(keys[:_MAX_LISTED_KEYS])
-    more = len(keys) - _MAX_LISTED_KEYS
-    return f"{shown} (+{more} more)" if more > 0 else shown

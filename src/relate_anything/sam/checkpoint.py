@@ -24,6 +24,7 @@ import torch
 from transformers import SamConfig, SamModel
 
 from relate_anything.errors import CheckpointError
+from relate_anything.state_dicts import listed, mismatches
 
 __all__ = [
     "ORIGINAL_TWO_WAY_LAYER_NORM_EPS",
@@ -47,7 +48,6 @@ PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
 _NORMALISATION_KEYS = {"pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD}
-_SHOWN_KEYS = 5  # how many offending keys an error message names
 
 # transformers key -> original key, applied in order (each pattern is a full-key regex fragment).
 _HF_TO_ORIGINAL_RULES: tuple[tuple[str, str], ...] = (
@@ -140,14 +140,9 @@ def _load_folder(path: Path) -> SamModel:
         raise CheckpointError(f"{path}: config.json describes a {model.config.model_type!r} model, not SAM")
     problems = {name: info.get(name) for name in ("missing_keys", "mismatched_keys") if info.get(name)}
     if problems:
-        details = "; ".join(f"{name.replace('_', ' ')}: {_shown(sorted(map(str, keys)))}" for name, keys in problems.items())
+        details = "; ".join(f"{name.replace('_', ' ')}: {listed(sorted(map(str, keys)))}" for name, keys in problems.items())
         raise CheckpointError(f"{path}: weights do not fit the SAM config ({details})")
     return model
-
-
-def _shown(keys: list[str]) -> str:
-    more = f" (+{len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else ""
-    return ", ".join(keys[:_SHOWN_KEYS]) + more
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,16 +323,6 @@ def _check_keys_and_shapes(expected: Mapping[str, torch.Tensor], found: Mapping[
 
     Both mappings use original key names, so the message names keys as they are in the file.
     """
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    wrong_shape = [
-        f"{k} {list(found[k].shape)} (expected {list(v.shape)})"
-        for k, v in expected.items()
-        if k in found and found[k].shape != v.shape
-    ]
-    problems = []
-    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape)):
-        if keys:
-            problems.append(f"{label}: {_shown(keys)}")
+    problems = mismatches(expected, found)
     if problems:
         raise CheckpointError(f"{path}: does not match a SAM model; " + "; ".join(problems))
