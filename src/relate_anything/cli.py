@@ -10,9 +10,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from relate_anything.console import check_device, fail, report, stderr
+from relate_anything.console import (
+    BoxNmsThreshOption,
+    DeviceOption,
+    PointsPerSideOption,
+    PredIouThreshOption,
+    SamOption,
+    StabilityScoreThreshOption,
+    check_device,
+    fail,
+    progress_bar,
+    report,
+)
 from relate_anything.datasets.cli import app as data_app
 from relate_anything.errors import RelateAnythingError
 from relate_anything.evaluation.cli import evaluate_command
@@ -49,13 +59,13 @@ def run(
     point: Annotated[str | None, typer.Option(help="X,Y in pixels: relate the thing at this point with everything else.", show_default=False)] = None,
     box: Annotated[str | None, typer.Option(help="X0,Y0,X1,Y1 in pixels: relate the thing in this box with everything else.", show_default=False)] = None,
     top_k: Annotated[int, typer.Option(min=1, help="Relations to keep per image, best first.")] = 20,
-    device: Annotated[str, typer.Option(help="Where to run the models: cpu, cuda, cuda:1, ...")] = "cpu",
-    sam: Annotated[str | None, typer.Option(help="SAM weights: hub id, transformers folder, or original sam_vit_*.pth file (default: $RELATE_ANYTHING_SAM, else facebook/sam-vit-huge).", show_default=False)] = None,
+    device: DeviceOption = "cpu",
+    sam: SamOption = None,
     ram: Annotated[str | None, typer.Option(help="RAM head weights: ram_epoch12.pth, a .safetensors head, or hf://OWNER/REPO/FILE (default: $RELATE_ANYTHING_RAM, else the authors' ram_epoch12.pth).", show_default=False)] = None,
-    points_per_side: Annotated[int, typer.Option(min=1, help="Segment everything with an N x N grid of point prompts.")] = 32,
-    pred_iou_thresh: Annotated[float, typer.Option(help="Keep masks whose predicted IoU is above this.")] = 0.88,
-    stability_score_thresh: Annotated[float, typer.Option(help="Keep masks whose stability score is at least this.")] = 0.95,
-    box_nms_thresh: Annotated[float, typer.Option(help="Drop a mask whose box overlaps a better mask's box by more than this IoU.")] = 0.7,
+    points_per_side: PointsPerSideOption = 32,
+    pred_iou_thresh: PredIouThreshOption = 0.88,
+    stability_score_thresh: StabilityScoreThreshOption = 0.95,
+    box_nms_thresh: BoxNmsThreshOption = 0.7,
     features: Annotated[bool, typer.Option("--features", help="Store each segment's 256-d SAM feature in the JSON.")] = False,
 ) -> None:
     """Build the scene graph of each IMAGE: writes OUT/<stem>.json and OUT/<stem>.png."""
@@ -76,7 +86,7 @@ def run(
         fail(error)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    with _progress(len(images)) as progress:
+    with progress_bar(enabled=len(images) > 1) as progress:
         task = progress.add_task("relating", total=len(images))
         for path in images:
             progress.update(task, description=path.name)
@@ -109,18 +119,6 @@ def _process_one(pipeline, path: Path, out: Path, *, point, box, features: bool)
     graph = pipeline(pixels, point=point, box=box, file=path.name)
     graph.save(out / f"{path.stem}.json", features=features)
     draw_scene_graph(pixels, graph).save(out / f"{path.stem}.png")
-
-
-def _progress(total: int) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=stderr,
-        disable=total < 2,
-        transient=False,
-    )
 
 
 @app.callback()

@@ -6,14 +6,29 @@ the error's exit code.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from relate_anything.errors import RelateAnythingError
 
 # soft_wrap: long paths and messages stay on one line instead of breaking at the terminal width.
 stdout = Console(soft_wrap=True, highlight=False)
 stderr = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def progress_bar(*, enabled: bool = True) -> Progress:
+    """A progress bar on stderr: description, bar, done/total, time left."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=not enabled,
+    )
 
 
 def report(error: RelateAnythingError) -> None:
@@ -39,3 +54,19 @@ def check_device(device: str) -> str:
         if device == "cuda" and "LOCAL_RANK" in os.environ:
             return f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return device
+
+
+# Options that several commands share (`run`, `collect`), declared once so they read the same.
+SamOption = Annotated[
+    str | None,
+    typer.Option(
+        help="SAM weights: hub id, transformers folder, or original sam_vit_*.pth file "
+        "(default: $RELATE_ANYTHING_SAM, else facebook/sam-vit-huge).",
+        show_default=False,
+    ),
+]
+DeviceOption = Annotated[str, typer.Option(help="Where to run the models: cpu, cuda, cuda:1, ... (under torchrun, cuda means cuda:LOCAL_RANK).")]
+PointsPerSideOption = Annotated[int, typer.Option(min=1, help="Segment everything with an N x N grid of point prompts.")]
+PredIouThreshOption = Annotated[float, typer.Option(help="Keep masks whose predicted IoU is above this.")]
+StabilityScoreThreshOption = Annotated[float, typer.Option(help="Keep masks whose stability score is at least this.")]
+BoxNmsThreshOption = Annotated[float, typer.Option(help="Drop a mask whose box overlaps a better mask's box by more than this IoU.")]

@@ -13,7 +13,17 @@ from typing import Annotated
 
 import typer
 
-from relate_anything.console import check_device, fail, stderr
+from relate_anything.console import (
+    BoxNmsThreshOption,
+    DeviceOption,
+    PointsPerSideOption,
+    PredIouThreshOption,
+    SamOption,
+    StabilityScoreThreshOption,
+    check_device,
+    fail,
+    stderr,
+)
 from relate_anything.errors import RelateAnythingError
 
 
@@ -22,13 +32,13 @@ def collect_command(
     data: Annotated[Path, typer.Argument(help="PSG-format dataset: a folder with psg.json, or the JSON file.", show_default=False)],
     out: Annotated[Path, typer.Option(help="Feature-cache folder to write (resumes if it exists).")] = Path("feats"),
     split: Annotated[str, typer.Option(help="Images to collect: train, test, or all.")] = "train",
-    sam: Annotated[str | None, typer.Option(help="SAM weights: hub id, transformers folder or sam_vit_*.pth (default: $RELATE_ANYTHING_SAM, else facebook/sam-vit-huge).", show_default=False)] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...; under torchrun, cuda means cuda:LOCAL_RANK.")] = "cpu",
-    points_per_side: Annotated[int, typer.Option(min=1, help="Segment everything with an N x N grid of point prompts.")] = 32,
+    sam: SamOption = None,
+    device: DeviceOption = "cpu",
+    points_per_side: PointsPerSideOption = 32,
     points_per_batch: Annotated[int, typer.Option(min=1, help="Grid points decoded together.")] = 256,
-    pred_iou_thresh: Annotated[float, typer.Option(help="Keep masks whose predicted IoU is above this.")] = 0.88,
-    stability_score_thresh: Annotated[float, typer.Option(help="Keep masks whose stability score is at least this.")] = 0.95,
-    box_nms_thresh: Annotated[float, typer.Option(help="Drop a mask whose box overlaps a better mask's box by more than this IoU.")] = 0.7,
+    pred_iou_thresh: PredIouThreshOption = 0.88,
+    stability_score_thresh: StabilityScoreThreshOption = 0.95,
+    box_nms_thresh: BoxNmsThreshOption = 0.7,
     shard_size: Annotated[int, typer.Option(min=1, help="Images per committed shard (a crash re-does at most this many).")] = 256,
     float32: Annotated[bool, typer.Option("--float32", help="Store features as float32 (default float16).")] = False,
 ) -> None:
@@ -79,7 +89,7 @@ def train_command(
     init_from: Annotated[Path | None, typer.Option(help="Start from these head weights (.pth or .safetensors).", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/train_state.pt if it exists.")] = False,
     amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = True,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...; under torchrun, cuda means cuda:LOCAL_RANK.")] = "cpu",
+    device: DeviceOption = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
     num_workers: Annotated[int, typer.Option(min=0, help="DataLoader workers.")] = 0,
 ) -> None:

@@ -19,9 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from relate_anything.console import progress_bar
 from relate_anything.errors import RelateAnythingError
 from relate_anything.image_io import load_image
 from relate_anything.scene_graph import SceneGraph, encode_masks
@@ -122,9 +121,8 @@ def collect(
     mine = [i for i in range(rank, len(dataset), world_size)]
     todo = [i for i in mine if ids[i] not in done]
     stats = CollectStats(already_done=len(mine) - len(todo))
-    with ShardWriter(out_dir, shard_size=shard_size, rank=rank, feature_dtype=feature_dtype) as writer, _progress(
-        progress
-    ) as bar:
+    writer = ShardWriter(out_dir, shard_size=shard_size, rank=rank, feature_dtype=feature_dtype)
+    with writer, progress_bar(enabled=progress) as bar:
         task = bar.add_task(f"collecting (rank {rank}/{world_size})", total=len(todo))
         for index in todo:
             record = _collect_one(dataset, index, ids[index], segmenter, stats, sam_to_gt_iou, gt_to_sam_iou,
@@ -192,14 +190,3 @@ def _image_ids(dataset: GroundTruthDataset) -> Sequence[str]:
     if len(set(ids)) != len(ids):
         raise RelateAnythingError("the dataset's image ids are not unique; the cache needs them to resume")
     return ids
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
