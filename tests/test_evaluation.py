@@ -410,3 +410,27 @@ def test_cli_reads_psg_format(tmp_path):
     assert report["counts"]["sgdet"]["missing_predictions"] == 1
     train = CliRunner().invoke(_cli_app(), ["eval", str(pred_json), str(gt_json), "--split", "train"])
     assert train.exit_code == 2 and "no ground-truth image with relations in split 'train'" in train.output
+
+
+def test_category_ids_match_readable_labels():
+    """A prediction named "tree" with PSG's id of "tree-merged" hits a ground-truth "tree-merged"."""
+    from relate_anything import psg
+    from relate_anything.evaluation import evaluate
+    from relate_anything.scene_graph import Relation, SceneGraph
+
+    tree = psg.categories().index("tree-merged")
+    person = psg.categories().index("person")
+    masks = np.zeros((2, 8, 8), dtype=bool)
+    masks[0, :4] = True
+    masks[1, 4:] = True
+    relation = Relation(subject=1, predicate="beside", predicate_id=2, object=0, score=1.0)
+    truth = SceneGraph.from_masks(masks, [1, 1], labels=["tree-merged", "person"], category_ids=[tree, person])
+    truth = replace(truth.with_relations([relation]), image_id="1")
+    named = SceneGraph.from_masks(masks, [1, 1], labels=["tree", "person"], category_ids=[tree, person])
+    unnamed_ids = SceneGraph.from_masks(masks, [1, 1], labels=["tree", "person"])
+    # Without ids, "tree" is not "tree-merged": the triplet misses, and PQ counts only the person
+    # (categories: person 1, tree-merged 0 as a miss, tree 0 as a false positive).
+    for prediction, recall, pq in ((named, 1.0, 1.0), (unnamed_ids, 0.0, 1 / 3)):
+        report = evaluate([replace(prediction.with_relations([relation]), image_id="1")], [truth])
+        assert report["sgdet"]["R@20"] == recall
+        assert report["pq"]["PQ"] == pytest.approx(pq)

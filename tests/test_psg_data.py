@@ -260,6 +260,11 @@ def test_record_without_image_id_is_named_by_position(tiny):
 # -- writing ---------------------------------------------------------------------------------------
 
 
+def _ids(labels: list[str]) -> list[int]:
+    """PSG's category ids of these names: the reader sets them when the file uses PSG's classes."""
+    return [psg.categories().index(label) for label in labels]
+
+
 def _graphs() -> list[SceneGraph]:
     """Two graphs with PSG labels and disjoint masks, ids 0..N-1, scores 1: what the reader gives."""
     predicates = psg.predicates()
@@ -269,9 +274,11 @@ def _graphs() -> list[SceneGraph]:
 
     first = np.stack([MASK_PERSON, MASK_SKY, MASK_GRASS, MASK_DOG])
     labels = ["person", "sky-other-merged", "grass-merged", "dog"]
-    a = SceneGraph.from_masks(first, np.ones(4), labels=labels, file="train/a.jpg")
+    a = SceneGraph.from_masks(first, np.ones(4), labels=labels, category_ids=_ids(labels), file="train/a.jpg")
     a = a.with_relations([rel(0, 2, "standing on"), rel(0, 2, "on"), rel(3, 0, "beside")])
-    b = SceneGraph.from_masks(np.stack([MASK_SKY, ~MASK_SKY]), np.ones(2), labels=["sky-other-merged", "sea"], file="b.png")
+    b = SceneGraph.from_masks(
+        np.stack([MASK_SKY, ~MASK_SKY]), np.ones(2), labels=["sky-other-merged", "sea"], category_ids=_ids(["sky-other-merged", "sea"]), file="b.png"
+    )
     b = b.with_relations([rel(0, 1, "over")])
     return [replace(a, image_id="7"), replace(b, image_id="8")]
 
@@ -322,7 +329,7 @@ def test_overlapping_masks_paint_larger_first(tmp_path):
 
 def test_write_errors(tmp_path):
     graph = _graphs()[1]
-    unnamed = replace(graph, segments=[replace(graph.segments[0], label="cloud"), graph.segments[1]])
+    unnamed = replace(graph, segments=[replace(graph.segments[0], label="cloud", category_id=None), graph.segments[1]])
     with pytest.raises(PsgFormatError, match="image 8: segment 0 is labelled 'cloud', not one of PSG's 133"):
         write_psg([unnamed], tmp_path)
     hidden = SceneGraph.from_masks(np.stack([MASK_SKY, MASK_SKY]), np.ones(2), labels=["sea", "sky-other-merged"])

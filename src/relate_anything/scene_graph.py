@@ -9,7 +9,7 @@ its JSON form is the public exchange format:
      "image": {"width", "height", "file", "id"?},
      "predicates": [...56 names...],
      "segments": [{"id", "mask": {"size": [h, w], "counts"}, "bbox": [x0, y0, x1, y1], "area",
-                   "score", "label"?, "label_score"?, "feature"?}],
+                   "score", "label"?, "label_score"?, "category_id"?, "feature"?}],
      "relations": [{"subject", "predicate", "predicate_id", "object", "score"}]}
 
 Boxes are pixel edges: a mask covering columns 3..7 has x0 = 3, x1 = 8.
@@ -67,6 +67,9 @@ class Segment:
         score: the segmenter's confidence (SAM's predicted IoU) in [0, 1] for real weights.
         label: a name for the region (a category or phrase), if a labeler gave one.
         label_score: the labeler's score for `label`.
+        category_id: PSG's category id (0-132) when the label comes from PSG's vocabulary; the
+            label may then be a readable form ("tree" for "tree-merged"). Metrics compare
+            `category`: the PSG name of `category_id` if set, else the label.
         feature: the segment's feature vector (SAM's mask token, 256-d float32), if kept.
     """
 
@@ -77,7 +80,13 @@ class Segment:
     score: float
     label: str | None = None
     label_score: float | None = None
+    category_id: int | None = None
     feature: np.ndarray | None = field(default=None, compare=False)
+
+    @property
+    def category(self) -> str | None:
+        """The class metrics compare: PSG's category name when `category_id` is set, else `label`."""
+        return psg.categories()[self.category_id] if self.category_id is not None else self.label
 
     def decode(self) -> np.ndarray:
         """The mask as a boolean array [H, W]."""
@@ -94,6 +103,8 @@ class Segment:
         if self.label is not None:
             item["label"] = self.label
             item["label_score"] = self.label_score
+        if self.category_id is not None:
+            item["category_id"] = self.category_id
         if features and self.feature is not None:
             item["feature"] = [float(v) for v in self.feature]
         return item
@@ -109,6 +120,7 @@ class Segment:
             score=float(item["score"]),
             label=item.get("label"),
             label_score=None if item.get("label_score") is None else float(item["label_score"]),
+            category_id=None if item.get("category_id") is None else int(item["category_id"]),
             feature=None if feature is None else np.asarray(feature, dtype=np.float32),
         )
 
@@ -201,6 +213,7 @@ class SceneGraph:
         features: torch.Tensor | np.ndarray | None = None,
         labels: list[str | None] | None = None,
         label_scores: list[float | None] | None = None,
+        category_ids: list[int | None] | None = None,
         file: str | None = None,
     ) -> SceneGraph:
         """Build a graph without relations from boolean masks [N, H, W] and scores [N].
@@ -228,6 +241,7 @@ class SceneGraph:
                     score=float(scores_np[index]),
                     label=None if labels is None else labels[index],
                     label_score=None if label_scores is None else label_scores[index],
+                    category_id=None if category_ids is None else category_ids[index],
                     feature=None if features_np is None else features_np[index],
                 )
             )

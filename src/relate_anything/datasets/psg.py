@@ -34,7 +34,7 @@ from PIL import Image
 
 from relate_anything import psg
 from relate_anything.errors import RelateAnythingError
-from relate_anything.scene_graph import Relation, SceneGraph
+from relate_anything.scene_graph import Relation, SceneGraph, Segment
 
 TOP_LEVEL_KEYS = ("data", "thing_classes", "stuff_classes", "predicate_classes", "test_image_ids")
 RECORD_KEYS = ("image_id", "file_name", "height", "width", "pan_seg_file_name", "segments_info", "annotations", "relations")
@@ -175,8 +175,13 @@ class PsgDataset:
 
 def _graph(record: Mapping[str, Any], masks: np.ndarray, categories: Sequence[str], predicates: Sequence[str]) -> SceneGraph:
     """The ground-truth SceneGraph of one record, given its segment masks [N, H, W] bool."""
-    labels = [categories[int(s["category_id"])] for s in record["segments_info"]]
-    graph = SceneGraph.from_masks(masks, np.ones(len(masks)), labels=labels, file=record["file_name"])
+    ids = [int(s["category_id"]) for s in record["segments_info"]]
+    labels = [categories[i] for i in ids]
+    # Category ids are PSG's only when the file uses PSG's class list (a variant may not).
+    category_ids = ids if tuple(categories) == psg.categories() else None
+    graph = SceneGraph.from_masks(
+        masks, np.ones(len(masks)), labels=labels, category_ids=category_ids, file=record["file_name"]
+    )
     relations = [
         Relation(subject=int(s), object=int(o), predicate=predicates[int(p)], predicate_id=int(p), score=1.0)
         for s, o, p in record["relations"]
@@ -505,7 +510,7 @@ def _write_record(graph: SceneGraph, position: int, out: Path) -> dict[str, Any]
     file_name = graph.file if graph.file is not None else f"images/{image_id}.jpg"
     if Path(file_name).is_absolute() or ".." in Path(file_name).parts:
         raise PsgFormatError(f"image {image_id}: file {file_name!r} must be a path relative to the dataset folder")
-    category_ids = [_category_id(segment.label, image_id, segment.id) for segment in graph.segments]
+    category_ids = [_category_id(segment, image_id) for segment in graph.segments]
     png_ids = _paint(graph.masks())
     png_name = f"panoptic/{Path(file_name).stem}.png"
     (out / png_name).parent.mkdir(parents=True, exist_ok=True)
@@ -537,14 +542,19 @@ def _write_record(graph: SceneGraph, position: int, out: Path) -> dict[str, Any]
     }
 
 
-def _category_id(label: str | None, image_id: str, segment_id: int) -> int:
+def _category_id(segment: Segment, image_id: str) -> int:
+    """PSG's category id of a segment: its `category_id`, else its label looked up by name."""
     categories = psg.categories()
-    if label not in categories:
+    if segment.category_id is not None:
+        if not 0 <= segment.category_id < len(categories):
+            raise PsgFormatError(f"image {image_id}: segment {segment.id} has category_id {segment.category_id}, not 0..132")
+        return segment.category_id
+    if segment.label not in categories:
         raise PsgFormatError(
-            f"image {image_id}: segment {segment_id} is labelled {label!r}, not one of PSG's 133 category names "
+            f"image {image_id}: segment {segment.id} is labelled {segment.label!r}, not one of PSG's 133 category names "
             "(e.g. 'person', 'sky-other-merged')"
         )
-    return categories.index(label)
+    return categories.index(segment.label)
 
 
 def _paint(masks: np.ndarray) -> np.ndarray:

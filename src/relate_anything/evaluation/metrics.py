@@ -149,8 +149,8 @@ def predcls_graph(prediction: SceneGraph, ground_truth: SceneGraph) -> SceneGrap
         problem = None
         if gt_segment is None:
             problem = "is not a ground-truth segment id"
-        elif segment.label is not None and segment.label != gt_segment.label:
-            problem = f"is labeled {segment.label!r}, the ground truth {gt_segment.label!r}"
+        elif segment.category is not None and segment.category != gt_segment.category:
+            problem = f"is labeled {segment.category!r}, the ground truth {gt_segment.category!r}"
         elif not _same_mask(segment.mask, gt_segment.mask):
             problem = "has a different mask than the ground-truth segment"
         if problem:
@@ -233,7 +233,7 @@ def _warnings(mode: str, pairing: Pairing, recall: RecallResult) -> list[str]:
             f"{mode}: {len(pairing.unmatched)} predictions match no ground-truth image and were ignored, e.g. {pairing.unmatched[0]}"
         )
     unlabeled = sum(
-        1 for p, _ in pairing.pairs if p is not None and p.segments and all(s.label is None for s in p.segments)
+        1 for p, _ in pairing.pairs if p is not None and p.segments and all(s.category is None for s in p.segments)
     )
     if unlabeled and mode == "sgdet":
         out.append(f"sgdet: {unlabeled} predictions have no labeled segment, so none of their rows can hit")

@@ -8,7 +8,7 @@ certainly overlap), so each side is first painted into a label map, in memory as
   (neither painted nor counted).
 - ground truth: painted the same way (PSG's ground truth comes from a panoptic PNG and never
   overlaps, so this changes nothing there); unlabeled ground-truth segments are void.
-Then, per image and per category (the label string): a predicted and a ground-truth segment of
+Then, per image and per category (`Segment.category`: the PSG name of its category id, else its label): a predicted and a ground-truth segment of
 the same category match when IoU > 0.5, where, as in panopticapi, the predicted segment's
 pixels on void (pixels of no ground-truth segment) are left out of the union; matches are unique
 because the label maps do not overlap. Unmatched ground-truth segments are false negatives;
@@ -45,8 +45,8 @@ class PanopticAccumulator:
         `intersections`: [Np, Ng] pixel counts |P∩G| of all prediction x ground-truth segments
         (unpainted), when the caller has them already.
         """
-        pred_keep = [] if prediction is None else [i for i, s in enumerate(prediction.segments) if s.label is not None]
-        gt_keep = [i for i, s in enumerate(ground_truth.segments) if s.label is not None]
+        pred_keep = [] if prediction is None else [i for i, s in enumerate(prediction.segments) if s.category is not None]
+        gt_keep = [i for i, s in enumerate(ground_truth.segments) if s.category is not None]
         pred_segments = [prediction.segments[i] for i in pred_keep] if prediction is not None else []
         gt_segments = [ground_truth.segments[i] for i in gt_keep]
         pred_rles = coco_rles([s.mask for s in pred_segments])
@@ -60,8 +60,8 @@ class PanopticAccumulator:
         inter = visible_intersections(pred_rles, pred_hidden, gt_rles, gt_hidden, raw=raw)  # [Np, Ng]
         on_void = pred_area - inter.sum(1)  # visible ground-truth segments are disjoint
 
-        pred_labels = np.array([s.label for s in pred_segments], dtype=object)
-        gt_labels = np.array([s.label for s in gt_segments], dtype=object)
+        pred_labels = np.array([s.category for s in pred_segments], dtype=object)
+        gt_labels = np.array([s.category for s in gt_segments], dtype=object)
         same = pred_labels[:, None] == gt_labels[None, :] if len(pred_labels) and len(gt_labels) else np.zeros(inter.shape, dtype=bool)
         union = pred_area[:, None] + gt_area[None, :] - inter - on_void[:, None]
         iou = np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)

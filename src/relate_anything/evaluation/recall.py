@@ -133,7 +133,7 @@ class ImageMatcher:
                 dtype=np.int64,
             ).reshape(-1, 3)
             self.same_label = _same_label(prediction, ground_truth)
-            self.labeled = np.array([s.label is not None for s in prediction.segments], dtype=bool)
+            self.labeled = np.array([s.category is not None for s in prediction.segments], dtype=bool)
         else:
             self.rows = np.zeros((0, 3), dtype=np.int64)
             self.same_label = np.zeros((0, len(ground_truth.segments)), dtype=bool)
@@ -217,9 +217,8 @@ def aggregate_recall(
 
 
 def _same_label(prediction: SceneGraph, ground_truth: SceneGraph) -> np.ndarray:
-    """[Np, Ng] bool: both segments labeled and the labels equal."""
+    """[Np, Ng] bool: both segments have a category (`Segment.category`) and it is the same."""
     codes: dict[str, int] = {}
-    pred = np.array([codes.setdefault(s.label, len(codes)) if s.label is not None else -1 for s in prediction.segments], dtype=np.int64)
-    gt = np.array([codes.setdefault(s.label, len(codes)) if s.label is not None else -2 for s in ground_truth.segments], dtype=np.int64)
+    pred = np.array([codes.setdefault(s.category, len(codes)) if s.category is not None else -1 for s in prediction.segments], dtype=np.int64)
+    gt = np.array([codes.setdefault(s.category, len(codes)) if s.category is not None else -2 for s in ground_truth.segments], dtype=np.int64)
     return pred[:, None] == gt[None, :]
-
