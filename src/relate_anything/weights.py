@@ -27,8 +27,22 @@ DEFAULT_SAM = "facebook/sam-vit-huge"
 #: RAM's authors publish ram_epoch12.pth with their demo, in this Hugging Face Space.
 DEFAULT_RAM = "hf://spaces/mmlab-ntu/relate-anything-model/checkpoints/ram_epoch12.pth"
 
-# Files a transformers SAM folder needs; pickled *.bin files are deliberately not fetched.
-_HUB_MODEL_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "preprocessor_config.json"]
+# Files a transformers model folder needs: config, safetensors weights, preprocessing and
+# tokenizer files (CLIP's vocab/merges, SigLIP's sentencepiece model). Pickled *.bin weights are
+# deliberately not fetched.
+_HUB_MODEL_FILES = [
+    "config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+]
 
 
 @dataclass(frozen=True)
