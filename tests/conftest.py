@@ -50,3 +50,29 @@ def tiny_ram_pth(tmp_path_factory) -> Path:
 # Thresholds for random weights: they predict IoU ~0.08, so SAM's defaults would keep no mask, and
 # their masks cover most of the photo, so box NMS would keep one. Duplicate removal stays on.
 RANDOM_WEIGHT_OPTIONS = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_folder(tmp_path_factory) -> Path:
+    """A tiny random CLIP with its tokenizer, saved with save_pretrained."""
+    import naming_factory
+
+    return naming_factory.save(*naming_factory.tiny_clip(), tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_owlv2_folder(tmp_path_factory) -> Path:
+    """A tiny random OWLv2 with its tokenizer, saved with save_pretrained."""
+    import naming_factory
+
+    return naming_factory.save(*naming_factory.tiny_owlv2(), tmp_path_factory.mktemp("tiny_owlv2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_seggpt_folder(tmp_path_factory) -> Path:
+    """A tiny random SegGPT, saved with save_pretrained."""
+    from seggpt_factory import random_seggpt
+
+    folder = tmp_path_factory.mktemp("tiny_seggpt")
+    random_seggpt().save_pretrained(folder)
+    return folder

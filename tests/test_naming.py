@@ -11,7 +11,7 @@ import torch
 
 from relate_anything import psg
 from relate_anything.errors import CheckpointError, RelateAnythingError, WeightsNotFoundError
-from relate_anything.naming import Vocabulary, VocabularyEntry, VocabularyError, matches, psg_readable_name, query
+from relate_anything.naming import Vocabulary, VocabularyEntry, VocabularyError, matches, query
 from relate_anything.scene_graph import Relation, SceneGraph
 
 naming_factory = pytest.importorskip("naming_factory")

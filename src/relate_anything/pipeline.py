@@ -7,6 +7,11 @@ masks for PSG's 56 predicates. Two modes, as in RAM's demo:
 - relate anything: segment everything, keep the top-k triplets over all pairs;
 - relate me with anything: a point or box picks the subject; the top-k relations from it to every
   other mask are kept.
+
+Optional stages join in when given: a `Labeler` names every segment (open vocabulary), a
+`Detector` finds things by a phrase whose boxes prompt SAM (the best one is then the subject), and
+an `ExampleSegmenter` (SegGPT) adds the segments that look like an example. Prompted segments
+come first; automatic masks that duplicate one of them are dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from relate_anything.errors import RelateAnythingError
 from relate_anything.image_io import load_image
 from relate_anything.ram import RelationHead, relate
 from relate_anything.sam import SegmentationResult, Segmenter, load_sam
+from relate_anything.naming import Detector, Labeler, Vocabulary, find_segments, segments_from_detections
 from relate_anything.sam.ops import mask_intersections
+from relate_anything.seggpt import Example, ExampleSegmenter, example_segments
 from relate_anything.scene_graph import Relation, SceneGraph
 
 
@@ -34,6 +41,11 @@ class RelateAnything:
         segmenter: the SAM stage (its thresholds decide which masks become segments).
         relation_head: the RAM head that scores [56, N, N] predicate logits from mask features.
         top_k: how many triplets to keep per image, best first.
+        labeler: names segments from `vocabulary` (default: PSG's 133 classes); also used to find
+            segments by a phrase when there is no detector.
+        vocabulary: the names the labeler chooses from.
+        detector: a text-conditioned detector (OWLv2) for `find`, whose boxes prompt SAM.
+        example_segmenter: SegGPT, for segments like the `examples` of a call.
 
     Example:
         >>> pipeline = RelateAnything.from_pretrained(device="cuda")
@@ -41,10 +53,24 @@ class RelateAnything:
         >>> print([graph.describe(r) for r in graph.relations[:3]])
     """
 
-    def __init__(self, segmenter: Segmenter, relation_head: RelationHead, *, top_k: int = 20) -> None:
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        relation_head: RelationHead,
+        *,
+        top_k: int = 20,
+        labeler: Labeler | None = None,
+        vocabulary: Vocabulary | None = None,
+        detector: Detector | None = None,
+        example_segmenter: ExampleSegmenter | None = None,
+    ) -> None:
         self.segmenter = segmenter
         self.relation_head = relation_head.eval()
         self.top_k = top_k
+        self.labeler = labeler
+        self.vocabulary = vocabulary
+        self.detector = detector
+        self.example_segmenter = example_segmenter
 
     @classmethod
     def from_pretrained(
@@ -76,6 +102,8 @@ class RelateAnything:
         *,
         point: Sequence[float] | None = None,
         box: Sequence[float] | None = None,
+        find: str | None = None,
+        examples: Sequence[Example] | None = None,
         top_k: int | None = None,
         file: str | None = None,
     ) -> SceneGraph:
@@ -85,28 +113,101 @@ class RelateAnything:
             image: a path, or an RGB uint8 array [H, W, 3].
             point: (x, y) in image pixels: the mask at this point is the subject of every relation.
             box: (x0, y0, x1, y1) in image pixels: the mask in this box is the subject.
+            find: a phrase ("the dog"): the best-matching thing is the subject — the detector's
+                best box if there is a detector (its detections join as segments named by the
+                phrase), else the segment the labeler matches best.
+            examples: (image, mask) pairs: SegGPT's segments of the same kind of thing join.
             top_k: triplets to keep (default: the pipeline's `top_k`).
             file: name recorded as the graph's `image.file` (default: the path's name).
 
         Returns:
             A `SceneGraph` whose segments carry SAM's scores and features, and whose relations are
             the top-k (subject, predicate, object) triplets by sigmoid score, self-pairs excluded.
-            With a point or box, segment 0 is the prompted mask.
+            With a point, box or found phrase, segment 0 is the subject.
         """
         if isinstance(image, (str, Path)):
             file = file or Path(image).name
         pixels = load_image(image)
         _check_prompt(point, box, width=pixels.shape[1], height=pixels.shape[0])
+        if find is not None and self.detector is None and self.labeler is None:
+            raise RelateAnythingError("finding by text needs a labeler or a detector")
+        if examples and self.example_segmenter is None:
+            raise RelateAnythingError("segmenting by example needs an example segmenter (SegGPT)")
         self.segmenter.set_image(pixels)
-        segments = self.segmenter.segment_everything()
-        subject = None
+        # Prompted segments first, each with its name if the prompt gives one.
+        prompted: list[SegmentationResult] = []
+        names: list[str | None] = []
+        scores: list[float | None] = []
         if point is not None or box is not None:
-            segments = self._with_prompted_subject(segments, point=point, box=box)
-            subject = 0
+            prompted.append(self._prompted(point, box))
+            names.append(None)
+            scores.append(None)
+        if find is not None and self.detector is not None:
+            detected = segments_from_detections(self.segmenter, self.detector.detect(pixels, [find]))
+            prompted.append(detected.result)
+            names += detected.labels
+            scores += detected.label_scores
+        if examples:
+            found = example_segments(self.example_segmenter, pixels, examples, self.segmenter)
+            prompted.append(found)
+            names += [None] * len(found)
+            scores += [None] * len(found)
+        segments = self.segmenter.segment_everything()
+        if prompted:
+            first = SegmentationResult.concatenate(prompted)
+            segments = SegmentationResult.concatenate([first, self._without_duplicates(segments, first)])
+        names += [None] * (len(segments) - len(names))
+        scores += [None] * (len(segments) - len(scores))
         graph = SceneGraph.from_masks(
             segments.masks, segments.iou_predictions, features=segments.features, file=file
         )
+        if self.labeler is not None:
+            graph = self.labeler.label(pixels, graph, self.vocabulary)
+        graph = _with_names(graph, names, scores)
+        subject = self._subject(pixels, graph, point=point, box=box, find=find)
+        if subject is not None and subject != 0:
+            order = [subject] + [i for i in range(len(segments)) if i != subject]
+            segments = segments[torch.tensor(order, device=segments.masks.device)]
+            graph = replace(graph, segments=[replace(graph.segments[i], id=k) for k, i in enumerate(order)])
+        subject = None if subject is None else 0
         return graph.with_relations(self._relations(segments.features, top_k or self.top_k, subject))
+
+    def _prompted(self, point: Sequence[float] | None, box: Sequence[float] | None) -> SegmentationResult:
+        """The one mask SAM gives for a point and/or box prompt."""
+        return self.segmenter.segment_prompts(
+            points=None if point is None else torch.tensor([point], dtype=torch.float32),
+            point_labels=None if point is None else torch.tensor([1]),
+            boxes=None if box is None else torch.tensor([box], dtype=torch.float32),
+        )[:1]
+
+    def _without_duplicates(self, segments: SegmentationResult, kept: SegmentationResult) -> SegmentationResult:
+        """`segments` less those whose mask IoU with a `kept` mask reaches the duplicate threshold."""
+        if not len(segments) or not len(kept):
+            return segments
+        device = segments.masks.device
+        masks = torch.cat([kept.masks.to(device), segments.masks])
+        intersection = mask_intersections(masks)[len(kept) :, : len(kept)]
+        areas = masks.flatten(1).sum(1)
+        union = areas[len(kept) :, None] + areas[None, : len(kept)] - intersection
+        iou = intersection / union.clamp(min=1)
+        return segments[(iou < self.segmenter.duplicate_iou_thresh).all(1)]
+
+    def _subject(
+        self, pixels: np.ndarray, graph: SceneGraph, *, point: Sequence[float] | None, box: Sequence[float] | None, find: str | None
+    ) -> int | None:
+        """Index of the segment that is the subject of every relation, or None for all pairs."""
+        if point is not None or box is not None:
+            return 0
+        if find is None or not graph.segments:
+            return None
+        if self.detector is not None:
+            detected = [i for i, s in enumerate(graph.segments) if s.label == find]
+            if detected:
+                return detected[0]
+        if self.labeler is None:
+            raise RelateAnythingError(f"the detector found no {find!r} and there is no labeler to search the segments")
+        best_id, _ = find_segments(self.labeler, pixels, graph, find)[0]
+        return next(i for i, s in enumerate(graph.segments) if s.id == best_id)
 
     @torch.inference_mode()
     def relate_regions(self, image: str | Path | np.ndarray, regions: SceneGraph, *, top_k: int | None = None) -> SceneGraph:
@@ -141,24 +242,6 @@ class RelateAnything:
         ]
         return regions.with_relations(relations)
 
-    def _with_prompted_subject(
-        self, segments: SegmentationResult, *, point: Sequence[float] | None, box: Sequence[float] | None
-    ) -> SegmentationResult:
-        """Put the prompted mask first and drop the automatic masks that duplicate it."""
-        device = segments.masks.device
-        prompted = self.segmenter.segment_prompts(
-            points=None if point is None else torch.tensor([point], dtype=torch.float32),
-            point_labels=None if point is None else torch.tensor([1]),
-            boxes=None if box is None else torch.tensor([box], dtype=torch.float32),
-        )[:1]
-        if len(segments):
-            masks = torch.cat([prompted.masks.to(device), segments.masks])
-            intersection = mask_intersections(masks)[0, 1:]
-            areas = masks.flatten(1).sum(1)
-            iou = intersection / (areas[0] + areas[1:] - intersection).clamp(min=1)
-            segments = segments[iou < self.segmenter.duplicate_iou_thresh]
-        return SegmentationResult.concatenate([prompted, segments])
-
     def _relations(self, features: torch.Tensor, top_k: int, subject: int | None) -> list[Relation]:
         head_device = next(self.relation_head.parameters()).device
         head_dtype = next(self.relation_head.parameters()).dtype
@@ -174,6 +257,17 @@ class RelateAnything:
                 triplets.scores.tolist(),
             )
         ]
+
+
+def _with_names(graph: SceneGraph, names: list[str | None], scores: list[float | None]) -> SceneGraph:
+    """Give segments the names their prompts carry (a found phrase), over the labeler's."""
+    if not any(name is not None for name in names):
+        return graph
+    segments = [
+        segment if name is None else replace(segment, label=name, label_score=score, category_id=None)
+        for segment, name, score in zip(graph.segments, names, scores)
+    ]
+    return replace(graph, segments=segments)
 
 
 def _check_prompt(point: Sequence[float] | None, box: Sequence[float] | None, *, width: int, height: int) -> None:
