@@ -158,11 +158,11 @@ class RelateAnything:
             segments = SegmentationResult.concatenate([first, self._without_duplicates(segments, first)])
         names += [None] * (len(segments) - len(names))
         scores += [None] * (len(segments) - len(scores))
+        # Masks are named while still on the device; the graph encodes them once, at the end.
+        labels = {} if self.labeler is None else self.labeler.name_masks(pixels, segments.masks, self.vocabulary)._asdict()
         graph = SceneGraph.from_masks(
-            segments.masks, segments.iou_predictions, features=segments.features, file=file
+            segments.masks, segments.iou_predictions, features=segments.features, file=file, **labels
         )
-        if self.labeler is not None:
-            graph = self.labeler.label(pixels, graph, self.vocabulary)
         graph = _with_names(graph, names, scores)
         subject = self._subject(pixels, graph, point=point, box=box, find=find)
         if subject is not None and subject != 0:
