@@ -318,7 +318,7 @@ def test_loading_errors(tmp_path, owlv2_folder, clip_folder):
         Labeler.from_pretrained(tmp_path / "missing")
     with pytest.raises(WeightsNotFoundError, match="RELATE_ANYTHING_DETECTOR"):
         Detector.from_pretrained("nobody/no-such-detector-xyz")  # tests run offline
-    with pytest.raises(CheckpointError, match="not a transformers model folder"):
+    with pytest.raises(CheckpointError, match="not a transformers clip/siglip folder"):
         Labeler.from_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="owlv2"):
         Labeler.from_pretrained(owlv2_folder)

@@ -27,6 +27,7 @@ from relate_anything.naming.hub import DEFAULT_LABELER, LABELER_WEIGHTS, resolve
 from relate_anything.naming.preprocess import Normalization, region_crops
 from relate_anything.naming.vocabulary import Vocabulary
 from relate_anything.scene_graph import SceneGraph
+from relate_anything.state_dicts import load_pretrained_folder
 
 __all__ = ["DEFAULT_THRESHOLDS", "Labeler", "Names", "load_text_image_model"]
 
@@ -293,21 +294,14 @@ def load_text_image_model(
     Raises:
         CheckpointError: no config/tokenizer, or a model_type outside `families`.
     """
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    model = load_pretrained_folder(folder, {family: _model_class(family) for family in families}, name="/".join(families))
     try:
-        config = AutoConfig.from_pretrained(folder)
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{folder}: not a transformers model folder ({error})") from error
-    if config.model_type not in families:
-        raise CheckpointError(f"{folder}: model_type {config.model_type!r} is not one of {list(families)}")
-    model_class = _model_class(config.model_type)
-    try:
-        model = model_class.from_pretrained(str(folder)).to(device=device, dtype=dtype).eval()
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError, RuntimeError) as error:
-        message = f"{folder}: cannot load the {config.model_type} model or its tokenizer: {error}"
-        raise CheckpointError(message) from error
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{folder}: cannot load the tokenizer: {error}") from error
+    model = model.to(device=device, dtype=dtype).eval()
     return model, tokenizer
 
 

@@ -24,7 +24,7 @@ import torch
 from transformers import SamConfig, SamModel
 
 from relate_anything.errors import CheckpointError
-from relate_anything.state_dicts import listed, mismatches
+from relate_anything.state_dicts import load_pretrained_folder, mismatches
 
 __all__ = [
     "ORIGINAL_TWO_WAY_LAYER_NORM_EPS",
@@ -107,7 +107,7 @@ def load_sam(
     if path.is_file():
         model = _load_original_file(path, config)
     elif path.is_dir():
-        model = _load_folder(path)
+        model = load_pretrained_folder(path, {"sam": SamModel}, name="SAM")
     else:
         model = SamModel.from_pretrained(str(name_or_path))
     match_original_layer_norm_eps(model)
@@ -124,25 +124,6 @@ def match_original_layer_norm_eps(model: SamModel) -> None:
     for block in model.mask_decoder.transformer.layers:
         for norm in (block.layer_norm1, block.layer_norm2, block.layer_norm3, block.layer_norm4):
             norm.eps = ORIGINAL_TWO_WAY_LAYER_NORM_EPS
-
-
-def _load_folder(path: Path) -> SamModel:
-    """A `save_pretrained` folder, refusing anything that would leave weights randomly initialised."""
-    try:
-        model, info = SamModel.from_pretrained(str(path), output_loading_info=True)
-    except (OSError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{path}: not a transformers SAM folder ({error})") from error
-    except RuntimeError as error:  # transformers' report of tensors whose shapes differ from config.json
-        raise CheckpointError(
-            f"{path}: the weights' shapes do not fit config.json (a config from another SAM variant?)"
-        ) from error
-    if model.config.model_type != "sam":
-        raise CheckpointError(f"{path}: config.json describes a {model.config.model_type!r} model, not SAM")
-    problems = {name: info.get(name) for name in ("missing_keys", "mismatched_keys") if info.get(name)}
-    if problems:
-        details = "; ".join(f"{name.replace('_', ' ')}: {listed(sorted(map(str, keys)))}" for name, keys in problems.items())
-        raise CheckpointError(f"{path}: weights do not fit the SAM config ({details})")
-    return model
 
 
 # ----------------------------------------------------------------------------------------------

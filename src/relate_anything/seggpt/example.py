@@ -17,7 +17,6 @@ relation head can relate them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,12 +27,12 @@ from scipy import ndimage
 from transformers import SegGptForImageSegmentation
 
 from relate_anything import weights
-from relate_anything.errors import CheckpointError, ImageError, RelateAnythingError
+from relate_anything.errors import ImageError, RelateAnythingError
 from relate_anything.image_io import load_image
 from relate_anything.sam.ops import masks_to_boxes
 from relate_anything.sam.segmenter import SegmentationResult, Segmenter
 from relate_anything.seggpt.transforms import mask_probabilities, preprocess_image, preprocess_mask
-from relate_anything.state_dicts import listed
+from relate_anything.state_dicts import load_pretrained_folder
 
 __all__ = [
     "DEFAULT_SEGGPT",
@@ -120,7 +119,7 @@ class ExampleSegmenter:
         """
         reference = name_or_path or weights.default_reference(SEGGPT_WEIGHTS, DEFAULT_SEGGPT)
         path = weights.resolve(reference, SEGGPT_WEIGHTS)
-        model = _load_folder(path)
+        model = load_pretrained_folder(path, {"seggpt": SegGptForImageSegmentation}, name="SegGPT")
         return cls(model.to(device=device, dtype=dtype).eval(), embedding_type=embedding_type)
 
     @property
@@ -363,30 +362,3 @@ def connected_components(mask: torch.Tensor | np.ndarray, *, min_area: int = 0) 
         return torch.zeros(0, *array.shape, dtype=torch.bool, device=device)
     ids = torch.tensor(keep, device=device).view(-1, 1, 1)
     return labels_t[None] == ids
-
-
-def _load_folder(path: Path) -> SegGptForImageSegmentation:
-    """A ``save_pretrained`` folder, refusing anything that would leave weights random."""
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: SegGPT weights must be a transformers folder (config.json + model.safetensors)")
-    config_path = path / "config.json"
-    try:
-        model_type = json.loads(config_path.read_text()).get("model_type")
-    except (OSError, ValueError) as error:
-        reason = f"cannot read {config_path.name}: {error}"
-        raise CheckpointError(f"{path}: not a transformers SegGPT folder ({reason})") from error
-    if model_type != "seggpt":  # checked first: transformers would build a random ViT-L from it
-        raise CheckpointError(f"{path}: config.json describes a {model_type!r} model, not SegGPT")
-    try:
-        model, info = SegGptForImageSegmentation.from_pretrained(str(path), output_loading_info=True)
-    except (OSError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{path}: not a transformers SegGPT folder ({error})") from error
-    except RuntimeError as error:  # transformers' report of tensors whose shapes differ from config.json
-        raise CheckpointError(f"{path}: the weights' shapes do not fit config.json") from error
-    problems = {name: info.get(name) for name in ("missing_keys", "mismatched_keys") if info.get(name)}
-    if problems:
-        details = "; ".join(
-            f"{name.replace('_', ' ')}: {listed(sorted(map(str, keys)))}" for name, keys in problems.items()
-        )
-        raise CheckpointError(f"{path}: weights do not fit the SegGPT config ({details})")
-    return model
