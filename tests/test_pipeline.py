@@ -98,3 +98,25 @@ def test_relate_regions_keeps_the_given_segments(pipeline, dog_jpg):
 def test_relate_regions_checks_the_image_size(pipeline, dog_jpg):
     with pytest.raises(RelateAnythingError, match="regions are 10x10"):
         pipeline.relate_regions(dog_jpg, SceneGraph(width=10, height=10))
+
+
+
+def test_batch_equals_one_photo_at_a_time(pipeline, images_dir):
+    photos = sorted(images_dir.glob("*.jpg"))[:3]
+    batched = pipeline.batch(photos, top_k=5)
+    assert [g.file for g in batched] == [p.name for p in photos]
+    for photo, graph in zip(photos, batched):
+        pipeline.segmenter.reset_image()
+        alone = pipeline(photo, top_k=5)
+        assert [s.mask for s in graph.segments] == [s.mask for s in alone.segments]
+        np.testing.assert_allclose(graph.features(), alone.features(), atol=1e-4)
+        assert [(r.subject, r.predicate_id, r.object) for r in graph.relations] == [
+            (r.subject, r.predicate_id, r.object) for r in alone.relations
+        ]
+
+
+def test_batch_names_arrays_by_the_files_given(pipeline, dog_jpg):
+    pixels = load_image(dog_jpg)
+    assert [g.file for g in pipeline.batch([pixels, pixels], files=["a.jpg", None])] == ["a.jpg", None]
+    with pytest.raises(ValueError, match="file names"):
+        pipeline.batch([pixels], files=["a.jpg", "b.jpg"])

@@ -41,7 +41,7 @@ def segmenter(files: SamFiles, image: np.ndarray) -> Segmenter:
 def _configure(segmenter: Segmenter, **options: float) -> Segmenter:
     """A Segmenter sharing `segmenter`'s model and cached embedding, with other thresholds."""
     other = Segmenter(segmenter.model, **{"points_per_side": 4, **NO_FILTERS, **options})
-    other._embedding, other._original_size = segmenter._embedding, segmenter._original_size
+    other.set_embedding(segmenter._image)
     return other
 
 
@@ -448,6 +448,54 @@ def test_set_image_accepts_pil(segmenter: Segmenter, image: np.ndarray) -> None:
     other = Segmenter(segmenter.model)
     other.set_image(Image.fromarray(image))
     assert torch.equal(other._embedding, segmenter._embedding) and other.original_size == (534, 800)
+
+
+def _count_encodings(segmenter: Segmenter) -> list[int]:
+    """A list that grows by the batch size every time the image encoder runs."""
+    calls: list[int] = []
+    segmenter.model.vision_encoder.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    return calls
+
+
+def test_embedding_cache_skips_encoding_a_photo_seen_recently(files: SamFiles, image: np.ndarray) -> None:
+    segmenter = Segmenter.from_pretrained(files.folder, embedding_cache_size=2)
+    calls = _count_encodings(segmenter)
+    other = np.ascontiguousarray(image[::-1])
+    segmenter.set_image(image)
+    first = segmenter._embedding
+    segmenter.set_image(other)
+    segmenter.set_image(image.copy())  # equal pixels, another array: still cached
+    assert calls == [1, 1] and segmenter._embedding is first and segmenter.original_size == (534, 800)
+    segmenter.set_image(np.ascontiguousarray(image[:, ::-1]))  # a third photo evicts the oldest (other)
+    segmenter.set_image(other)
+    assert calls == [1, 1, 1, 1]
+    segmenter.reset_image()
+    segmenter.set_image(image)
+    assert calls == [1, 1, 1, 1, 1]
+
+
+def test_segment_everything_is_computed_once_per_photo_and_settings(segmenter: Segmenter) -> None:
+    other = _configure(segmenter)
+    first = other.segment_everything()
+    assert other.segment_everything() is first
+    other.box_nms_thresh = 0.5
+    assert other.segment_everything() is not first
+
+
+def test_embed_images_batches_photos_of_different_sizes(files: SamFiles, image: np.ndarray) -> None:
+    segmenter = Segmenter.from_pretrained(files.folder, points_per_side=4, embedding_cache_size=0, **NO_FILTERS)
+    small = np.ascontiguousarray(image[:300, :200])
+    calls = _count_encodings(segmenter)
+    batched = segmenter.embed_images([image, small])
+    assert calls == [2] and [e.original_size for e in batched] == [(534, 800), (300, 200)]
+    for photo, embedding in zip([image, small], batched):
+        segmenter.set_image(photo)
+        torch.testing.assert_close(embedding.embedding, segmenter._embedding, atol=1e-5, rtol=1e-5)
+        alone = segmenter.segment_everything()
+        segmenter.reset_image()
+        segmenter.set_embedding(embedding)
+        together = segmenter.segment_everything()
+        assert torch.equal(alone.masks, together.masks)
 
 
 # ---------------------------------------------------------------------------------------------

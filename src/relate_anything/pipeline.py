@@ -128,12 +128,58 @@ class RelateAnything:
         if isinstance(image, (str, Path)):
             file = file or Path(image).name
         pixels = load_image(image)
+        self._check_request(pixels, point=point, box=box, find=find, examples=examples)
+        self.segmenter.set_image(pixels)
+        return self._graph(pixels, point=point, box=box, find=find, examples=examples, top_k=top_k, file=file)
+
+    @torch.inference_mode()
+    def batch(
+        self,
+        images: Sequence[str | Path | np.ndarray],
+        *,
+        files: Sequence[str | None] | None = None,
+        top_k: int | None = None,
+    ) -> list[SceneGraph]:
+        """Relate anything in several photos, their image encodings computed as one batch.
+
+        The image encoder dominates SAM's cost, and batching it is what keeps a GPU busy; the
+        rest runs photo by photo. Each graph equals what `pipeline(image)` gives for that photo.
+
+        Args:
+            images: paths or RGB uint8 arrays [H, W, 3], of any sizes.
+            files: names recorded as each graph's `image.file` (default: the paths' names).
+            top_k: triplets to keep per photo (default: the pipeline's `top_k`).
+        """
+        if files is not None and len(files) != len(images):
+            raise ValueError(f"{len(files)} file names for {len(images)} images")
+        names = list(files) if files is not None else [None] * len(images)
+        names = [name or (Path(image).name if isinstance(image, (str, Path)) else None) for name, image in zip(names, images)]
+        pixels = [load_image(image) for image in images]
+        graphs = []
+        for photo, embedding, name in zip(pixels, self.segmenter.embed_images(pixels), names):
+            self.segmenter.set_embedding(embedding)
+            graphs.append(self._graph(photo, top_k=top_k, file=name))
+        return graphs
+
+    def _check_request(self, pixels: np.ndarray, *, point, box, find, examples) -> None:
         _check_prompt(point, box, width=pixels.shape[1], height=pixels.shape[0])
         if find is not None and self.detector is None and self.labeler is None:
             raise RelateAnythingError("finding by text needs a labeler or a detector")
         if examples and self.example_segmenter is None:
             raise RelateAnythingError("segmenting by example needs an example segmenter (SegGPT)")
-        self.segmenter.set_image(pixels)
+
+    def _graph(
+        self,
+        pixels: np.ndarray,
+        *,
+        point: Sequence[float] | None = None,
+        box: Sequence[float] | None = None,
+        find: str | None = None,
+        examples: Sequence[Example] | None = None,
+        top_k: int | None = None,
+        file: str | None = None,
+    ) -> SceneGraph:
+        """The scene graph of the photo the segmenter holds (`pixels` are that photo)."""
         # Prompted segments first, each with its name if the prompt gives one.
         prompted: list[SegmentationResult] = []
         names: list[str | None] = []

@@ -12,6 +12,8 @@ captured with a forward hook on ``model.mask_decoder.transformer``; transformers
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -26,7 +28,7 @@ from relate_anything.sam.checkpoint import load_sam
 from relate_anything.sam.ops import build_point_grid, masks_to_boxes, nms, remove_duplicate_masks, stability_score
 from relate_anything.sam.transforms import apply_coords, postprocess_logits, preprocess
 
-__all__ = ["DecoderOutput", "SegmentationResult", "Segmenter", "capture_mask_tokens"]
+__all__ = ["DecoderOutput", "ImageEmbedding", "SegmentationResult", "Segmenter", "capture_mask_tokens"]
 
 # Masks upsampled to full resolution at once; bounds the transient [chunk, 1024, 1024] float buffer
 # (256 MiB in float32) independently of points_per_batch.
@@ -133,6 +135,28 @@ def _points_or_nan(result: SegmentationResult) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class ImageEmbedding:
+    """SAM's embedding of one photo: what the decoder needs to segment it, whatever the prompts.
+
+    Attributes:
+        embedding: [1, 256, 64, 64] image embedding on the model's device.
+        original_size: (H, W) of the photo, for mapping prompts and masks.
+        fingerprint: a digest of the photo's pixels: equal photos, equal fingerprints.
+    """
+
+    embedding: torch.Tensor
+    original_size: tuple[int, int]
+    fingerprint: str
+
+
+def image_fingerprint(image: np.ndarray) -> str:
+    """A digest of an [H, W, 3] uint8 photo's shape and pixels (cache key for its embedding)."""
+    digest = hashlib.blake2b(str(image.shape).encode(), digest_size=16)
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
 class DecoderOutput:
     """Raw mask-decoder output for a batch of B prompts and C masks per prompt.
 
@@ -206,6 +230,8 @@ class Segmenter:
         box_nms_thresh: box IoU above which the lower-scoring mask is dropped.
         duplicate_iou_thresh: mask IoU at or above which the smaller of two masks is dropped.
         min_mask_area: masks with fewer pixels are dropped.
+        embedding_cache_size: embeddings of this many recent photos are kept, so that setting a
+            photo again (a second click in the UI) does not encode it again.
 
     Example:
         >>> segmenter = Segmenter.from_pretrained("facebook/sam-vit-huge", device="cuda")
@@ -227,6 +253,7 @@ class Segmenter:
         box_nms_thresh: float = 0.7,
         duplicate_iou_thresh: float = 0.8,
         min_mask_area: int = 0,
+        embedding_cache_size: int = 1,
     ) -> None:
         if points_per_side < 1 or points_per_batch < 1:
             raise ValueError("points_per_side and points_per_batch must be positive")
@@ -241,8 +268,10 @@ class Segmenter:
         self.duplicate_iou_thresh = duplicate_iou_thresh
         self.min_mask_area = min_mask_area
         self.image_size: int = model.config.vision_config.image_size
-        self._embedding: torch.Tensor | None = None
-        self._original_size: tuple[int, int] | None = None
+        self.embedding_cache_size = embedding_cache_size
+        self._image: ImageEmbedding | None = None
+        self._embeddings: OrderedDict[str, ImageEmbedding] = OrderedDict()
+        self._everything: tuple[tuple, SegmentationResult] | None = None
 
     @classmethod
     def from_pretrained(
@@ -268,25 +297,62 @@ class Segmenter:
     # Image
 
     def set_image(self, image: np.ndarray | Image.Image) -> None:
-        """Embed `image` ([H, W, 3] uint8 RGB array, or a PIL image) and cache the embedding."""
+        """Embed `image` ([H, W, 3] uint8 RGB array, or a PIL image), or take its cached embedding."""
         if isinstance(image, Image.Image):
             image = np.asarray(image.convert("RGB"))
-        pixels = preprocess(image, image_size=self.image_size, device=self.device, dtype=self.dtype)
+        fingerprint = image_fingerprint(image)
+        cached = self._embeddings.get(fingerprint)
+        if cached is not None:
+            self._embeddings.move_to_end(fingerprint)
+            self.set_embedding(cached)
+            return
+        self.set_embedding(self.embed_images([image])[0])
+
+    def embed_images(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
+        """Encode several photos in one batch through the image encoder (the costly part of SAM).
+
+        Photos may differ in size: each is resized and padded to the model's square input.
+        """
+        if not images:
+            return []
+        pixels = torch.cat(
+            [preprocess(image, image_size=self.image_size, device=self.device, dtype=self.dtype) for image in images]
+        )
         with torch.inference_mode():
-            self._embedding = self.model.get_image_embeddings(pixels)
-        self._original_size = (int(image.shape[0]), int(image.shape[1]))
+            embeddings = self.model.get_image_embeddings(pixels)
+        return [
+            ImageEmbedding(embedding[None], (int(image.shape[0]), int(image.shape[1])), image_fingerprint(image))
+            for embedding, image in zip(embeddings, images)
+        ]
+
+    def set_embedding(self, image: ImageEmbedding) -> None:
+        """Make `image` the photo that prompts and `segment_everything` apply to."""
+        if self._image is not None and self._image.fingerprint == image.fingerprint:
+            return
+        self._image = image
+        self._everything = None
+        if self.embedding_cache_size > 0:
+            self._embeddings[image.fingerprint] = image
+            self._embeddings.move_to_end(image.fingerprint)
+            while len(self._embeddings) > self.embedding_cache_size:
+                self._embeddings.popitem(last=False)
 
     def reset_image(self) -> None:
-        """Forget the cached embedding."""
-        self._embedding = None
-        self._original_size = None
+        """Forget the current photo and every cached embedding."""
+        self._image = None
+        self._everything = None
+        self._embeddings.clear()
+
+    @property
+    def _embedding(self) -> torch.Tensor | None:
+        return None if self._image is None else self._image.embedding
 
     @property
     def original_size(self) -> tuple[int, int]:
         """(H, W) of the image last given to `set_image`."""
-        if self._original_size is None:
+        if self._image is None:
             raise RuntimeError("call set_image(image) before segmenting")
-        return self._original_size
+        return self._image.original_size
 
     # ------------------------------------------------------------------------------------------
     # Batched tensor API
@@ -361,9 +427,28 @@ class Segmenter:
         drop masks smaller than min_mask_area pixels.
 
         Returns:
-            `SegmentationResult` ordered by decreasing mask area, with point_coords.
+            `SegmentationResult` ordered by decreasing mask area, with point_coords. Asked again for
+            the same photo and settings, the same result is returned without decoding again.
         """
         height, width = self.original_size
+        settings = (
+            self._image.fingerprint,
+            self.points_per_side,
+            self.pred_iou_thresh,
+            self.stability_score_thresh,
+            self.stability_score_offset,
+            self.mask_threshold,
+            self.box_nms_thresh,
+            self.duplicate_iou_thresh,
+            self.min_mask_area,
+        )
+        if self._everything is not None and self._everything[0] == settings:
+            return self._everything[1]
+        result = self._segment_everything(height, width)
+        self._everything = (settings, result)
+        return result
+
+    def _segment_everything(self, height: int, width: int) -> SegmentationResult:
         grid = build_point_grid(self.points_per_side) * torch.tensor([width, height], dtype=torch.float64)
         candidates = _Candidates.cat([self._grid_batch(points) for points in grid.split(self.points_per_batch)])
         candidates = candidates[nms(candidates.boxes, candidates.iou_predictions, self.box_nms_thresh)]
