@@ -95,3 +95,78 @@ def _with_legend(picture: Image.Image, graph: SceneGraph, relations: list, font:
             draw.text((x, y), text, fill=colour, font=font)
             x += int(draw.textlength(text, font=font))
     return result
+
+
+def graph_svg(graph: SceneGraph, *, max_relations: int = 20, size: int = 480) -> str:
+    """The top relations as a node-link diagram in SVG: segments as coloured nodes (the colours
+    of `draw_scene_graph`), relations as arrows from subject to object labelled by predicate.
+
+    Relations between the same two segments share one arrow whose label lists their predicates,
+    best first, so the diagram stays readable.
+
+    Args:
+        graph: the scene graph.
+        max_relations: how many of the best relations to draw.
+        size: width and height of the drawing in pixels.
+    """
+    import networkx
+    from xml.sax.saxutils import escape
+
+    shown = graph.relations[:max_relations]
+    if not shown:
+        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="60"><text x="10" y="35" font-family="sans-serif" font-size="14">no relations</text></svg>'
+    predicates: dict[tuple[int, int], list[str]] = {}
+    for relation in shown:
+        predicates.setdefault((relation.subject, relation.object), []).append(relation.predicate)
+    layout_graph = networkx.Graph(list(predicates))
+    # A seeded layout: the same graph is drawn the same way every time.
+    positions = networkx.spring_layout(layout_graph, seed=0, k=1.6 / max(1, len(layout_graph)) ** 0.5)
+    margin, radius = 90, 16
+    xs = [p[0] for p in positions.values()]
+    ys = [p[1] for p in positions.values()]
+    span_x, span_y = max(max(xs) - min(xs), 1e-6), max(max(ys) - min(ys), 1e-6)
+
+    def place(node: int) -> tuple[float, float]:
+        x, y = positions[node]
+        return margin + (x - min(xs)) / span_x * (size - 2 * margin), margin + (y - min(ys)) / span_y * (size - 2 * margin)
+
+    def hex_colour(segment_id: int, brightness: float) -> str:
+        return "#%02x%02x%02x" % segment_colour(segment_id, brightness=brightness)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size} {size}" width="{size}" height="{size}" '
+        'font-family="sans-serif" font-size="12" role="img" aria-label="scene graph" style="overflow: visible; max-width: 100%; height: auto">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+        'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>',
+    ]
+    for (subject, object_), names in predicates.items():
+        (x0, y0), (x1, y1) = place(subject), place(object_)
+        length = max(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5, 1e-6)
+        # Arrows stop at the node circles; a pair related both ways gets two slightly bent lines.
+        ux, uy = (x1 - x0) / length, (y1 - y0) / length
+        normal = (-uy, ux)  # the side this arrow bends to and writes its label on
+        bend = 28 if (object_, subject) in predicates else 0
+        start = (x0 + ux * radius, y0 + uy * radius)
+        end = (x1 - ux * (radius + 2), y1 - uy * (radius + 2))
+        control = ((start[0] + end[0]) / 2 + normal[0] * bend, (start[1] + end[1]) / 2 + normal[1] * bend)
+        middle = ((start[0] + 2 * control[0] + end[0]) / 4, (start[1] + 2 * control[1] + end[1]) / 4)
+        label_at = (middle[0] + normal[0] * 8, middle[1] + normal[1] * 8 + 4)
+        anchor = "middle" if abs(normal[0]) < 0.3 else ("start" if normal[0] > 0 else "end")
+        parts.append(
+            f'<path d="M {start[0]:.1f} {start[1]:.1f} Q {control[0]:.1f} {control[1]:.1f} {end[0]:.1f} {end[1]:.1f}" '
+            'fill="none" stroke="#555" stroke-width="1.5" marker-end="url(#arrow)"/>'
+        )
+        parts.append(
+            f'<text class="predicate" x="{label_at[0]:.1f}" y="{label_at[1]:.1f}" text-anchor="{anchor}" fill="#222" '
+            f'stroke="white" stroke-width="3" paint-order="stroke">{escape(", ".join(names))}</text>'
+        )
+    for node in layout_graph.nodes:
+        x, y = place(node)
+        parts.append(
+            f'<g class="segment" data-segment="{node}"><circle cx="{x:.1f}" cy="{y:.1f}" r="{radius}" '
+            f'fill="{hex_colour(node, 0.95)}" stroke="{hex_colour(node, 0.5)}" stroke-width="2"/>'
+            f'<text x="{x:.1f}" y="{y + 4:.1f}" text-anchor="middle" fill="black" stroke="white" stroke-width="3" '
+            f'paint-order="stroke" font-weight="bold">{escape(graph.name(node))}</text></g>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)

@@ -308,6 +308,12 @@ class Segmenter:
             return
         self.set_embedding(self.embed_images([image])[0])
 
+    def has_embedding(self, image: np.ndarray) -> bool:
+        """Whether `image` ([H, W, 3] uint8) is held or cached, so `set_image` would not encode it."""
+        fingerprint = image_fingerprint(image)
+        held = self._image is not None and self._image.fingerprint == fingerprint
+        return held or fingerprint in self._embeddings
+
     def embed_images(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
         """Encode several photos in one batch through the image encoder (the costly part of SAM).
 
