@@ -1,0 +1,205 @@
+"""The web UI: its logic on the tiny random pipeline, and the real page in a real browser.
+
+The browser test drives Debian's Chromium with Playwright: it uploads a photo, runs relate
+anything, clicks on the photo (relate me with anything) and saves a screenshot under
+test-artifacts/. It skips, saying why, where Playwright or Chromium is missing.
+"""
+
+import json
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import RANDOM_WEIGHT_OPTIONS
+
+from relate_anything import RelateAnything, RelateAnythingError, SceneGraph
+from relate_anything.image_io import load_image
+from relate_anything.naming import Labeler, Vocabulary
+
+gradio = pytest.importorskip("gradio", reason="the UI needs gradio (pip install -e '.[test]')")
+
+from relate_anything.serving.ui import SceneGraphDemo, _painted_example, build_ui, sample_photos  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # This machine has no network: without these, Chromium keeps trying to reach Google's services.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_sam, tiny_ram_pth):
+    return RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, top_k=10, **RANDOM_WEIGHT_OPTIONS)
+
+
+@pytest.fixture(scope="module")
+def demo(pipeline, tmp_path_factory):
+    return SceneGraphDemo(pipeline, max_relations_shown=5, work_dir=tmp_path_factory.mktemp("ui"))
+
+
+@pytest.fixture
+def dog(dog_jpg):
+    return load_image(dog_jpg)
+
+
+def _count_encodings(pipeline):
+    calls: list[int] = []
+    handle = pipeline.segmenter.model.vision_encoder.register_forward_hook(lambda m, args, out: calls.append(1))
+    return calls, handle
+
+
+def test_relate_anything_fills_every_part_of_the_page(demo, dog):
+    result = demo.relate_anything(dog, 8, file="dog.jpg")
+    graph = result.graph
+    assert len(graph.relations) == 8 and graph.file == "dog.jpg"
+    # The table lists every relation, best first, by the segments' names.
+    assert [row[0] for row in result.triplets] == list(range(1, 9))
+    assert [row[1:4] for row in result.triplets] == [
+        [graph.name(r.subject), r.predicate, graph.name(r.object)] for r in graph.relations
+    ]
+    # The picture shows the segments of the shown relations, each with its mask and a colour.
+    shown = graph.relations[:5]
+    involved = sorted({r.subject for r in shown} | {r.object for r in shown})
+    assert [name for _, name in result.annotations] == [graph.name(i) for i in involved]
+    for mask, name in result.annotations:
+        segment_id = int(name.split("#")[1])
+        assert np.array_equal(mask, graph.segment(segment_id).decode())
+    assert set(result.colours) == {name for _, name in result.annotations}
+    # The diagram has a node per involved segment; the download is the graph itself.
+    assert result.svg.count('class="segment"') == len(involved)
+    assert SceneGraph.load(result.json_path) == graph.without_features()
+    assert "8 relations" in result.status
+
+
+def test_a_click_relates_that_thing_without_encoding_the_photo_again(demo, pipeline, dog):
+    demo.pipeline.segmenter.reset_image()
+    calls, handle = _count_encodings(pipeline)
+    try:
+        first = demo.relate_anything(dog, 5)
+        clicked = demo.relate_point(dog.copy(), (400, 300), 5)
+        again = demo.relate_point(dog, (100, 450), 5)
+    finally:
+        handle.remove()
+    assert calls == [1]  # the photo was encoded once for three requests
+    assert "already encoded" not in first.status and "already encoded" in clicked.status
+    assert {r.subject for r in clicked.graph.relations} == {r.subject for r in again.graph.relations} == {0}
+    # The click's subject is the mask SAM gives for that point (as `run --point`).
+    direct = pipeline(dog, point=(400, 300), top_k=5)
+    assert clicked.graph.segment(0).mask == direct.segment(0).mask
+
+
+def test_clear_messages_for_what_the_visitor_can_fix(demo, dog):
+    with pytest.raises(RelateAnythingError, match="upload a photo"):
+        demo.relate_anything(None, 5)
+    with pytest.raises(RelateAnythingError, match="--labeler or --detector"):
+        demo.find(dog, "the dog", 5)
+    with pytest.raises(RelateAnythingError, match="--seggpt"):
+        demo.by_example(dog, dog, np.ones(dog.shape[:2], bool), 5)
+    with pytest.raises(RelateAnythingError, match="outside"):
+        demo.relate_point(dog, (5000, 10), 5)
+
+
+def test_find_by_text_with_a_labeler(pipeline, tiny_clip_folder, dog, tmp_path):
+    labeled = RelateAnything(
+        pipeline.segmenter,
+        pipeline.relation_head,
+        labeler=Labeler.from_pretrained(tiny_clip_folder, threshold=0.0),
+        vocabulary=Vocabulary.from_names(["dog", "bowl", "floor"]),
+    )
+    demo = SceneGraphDemo(labeled, work_dir=tmp_path)
+    with pytest.raises(RelateAnythingError, match="type what to find"):
+        demo.find(dog, "  ", 5)
+    result = demo.find(dog, "the dog", 5)
+    assert {r.subject for r in result.graph.relations} == {0} and "find 'the dog'" in result.status
+    assert all(name.split(" #")[0] in {"dog", "bowl", "floor"} for _, name in result.annotations)
+
+
+def test_painted_example_mask():
+    background = np.zeros((4, 5, 3), np.uint8)
+    layer = np.zeros((4, 5, 4), np.uint8)
+    layer[1:3, 2:4, 3] = 255
+    example, mask = _painted_example({"background": background, "layers": [layer], "composite": background})
+    assert example.shape == (4, 5, 3) and mask.sum() == 4 and mask[1:3, 2:4].all()
+    assert _painted_example(None) == (None, None)
+    assert _painted_example({"background": background, "layers": []})[1] is None
+
+
+def test_samples_ship_with_the_package(images_dir):
+    packaged = sample_photos()
+    assert [p.name for p in packaged] == ["dog.jpg", "street_bus.jpg"]
+    assert all(load_image(p).shape[2] == 3 for p in packaged)
+    assert len(sample_photos(images_dir)) == len(packaged) + len(list(images_dir.glob("*.jpg")))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served_page(demo):
+    page = build_ui(demo, samples=sample_photos(), top_k=6)
+    port = _free_port()
+    page.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
+    yield f"http://127.0.0.1:{port}"
+    page.close()
+
+
+def _column(page, index: int) -> list[str]:
+    """The texts of one column of the triplet table, top to bottom."""
+    return page.eval_on_selector_all(
+        f"#triplets [role=gridcell][data-col='{index}']", "cells => cells.map(cell => cell.innerText.trim())"
+    )
+
+
+def test_the_page_in_a_real_browser(served_page, dog_jpg):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (pip install -e '.[test]')")
+    if CHROMIUM is None:
+        pytest.skip("browser tests need Chromium (Debian: apt-get install chromium); .ci/run installs it")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(served_page, wait_until="networkidle")
+            page.locator("#photo input[type=file]").set_input_files(str(dog_jpg))
+            page.wait_for_selector("#photo img", timeout=30_000)
+            # Relate anything: the status line, the triplet table and the diagram appear.
+            page.click("#relate-anything")
+            page.wait_for_function(
+                "document.querySelector('#status').innerText.includes('relate anything:')", timeout=120_000
+            )
+            assert "6 relations" in page.inner_text("#status")
+            assert len(_column(page, 0)) == 6
+            assert page.locator("#scene-graph svg g.segment").count() >= 2
+            page.screenshot(path=str(ARTIFACTS / "ui-relate-anything.png"), full_page=True)
+            # Relate me with anything: a click at the middle of the photo makes that thing the subject.
+            photo = page.locator("#photo img").first.bounding_box()
+            page.mouse.click(photo["x"] + photo["width"] / 2, photo["y"] + photo["height"] / 2)
+            page.wait_for_function(
+                "document.querySelector('#status').innerText.includes('relate the thing at')", timeout=120_000
+            )
+            status = page.inner_text("#status")
+            x, y = (int(v) for v in re.search(r"at \((\d+), (\d+)\)", status).groups())
+            assert abs(x - 400) <= 2 and abs(y - 267) <= 2 and "already encoded" in status  # the middle of 800x534
+            assert set(_column(page, 1)) == {"#0"}
+            page.screenshot(path=str(ARTIFACTS / "ui-relate-me-with-anything.png"), full_page=True)
+            with page.expect_download() as download:
+                page.click("#download")
+            saved = ARTIFACTS / "ui-scene-graph.json"
+            download.value.save_as(saved)
+            assert json.loads(saved.read_text())["schema"] == "relate-anything/scene-graph/v1"
+        finally:
+            browser.close()
