@@ -125,6 +125,26 @@ def test_find_by_text_with_a_labeler(pipeline, tiny_clip_folder, dog, tmp_path):
     assert all(name.split(" #")[0] in {"dog", "bowl", "floor"} for _, name in result.annotations)
 
 
+def test_segment_by_example_with_seggpt(pipeline, tiny_seggpt_folder, dog, tmp_path):
+    from relate_anything.seggpt import ExampleSegmenter
+
+    with_seggpt = RelateAnything(
+        pipeline.segmenter, pipeline.relation_head, example_segmenter=ExampleSegmenter.from_pretrained(tiny_seggpt_folder)
+    )
+    demo = SceneGraphDemo(with_seggpt, work_dir=tmp_path)
+    painted = np.zeros(dog.shape[:2], dtype=bool)
+    painted[100:300, 200:500] = True
+    with pytest.raises(RelateAnythingError, match="paint the thing"):
+        demo.by_example(dog, dog, np.zeros_like(painted), 5)
+    with pytest.raises(RelateAnythingError, match="example photo's size"):
+        demo.by_example(dog, dog, painted[100:300], 5)
+    result = demo.by_example(dog, dog, painted, 5)
+    # The same graph as the pipeline's own segment-by-example call.
+    expected = with_seggpt(dog, examples=[(dog, painted)], top_k=5)
+    assert [s.mask for s in result.graph.segments] == [s.mask for s in expected.segments]
+    assert "segment by example" in result.status
+
+
 def test_painted_example_mask():
     background = np.zeros((4, 5, 3), np.uint8)
     layer = np.zeros((4, 5, 4), np.uint8)
