@@ -1,4 +1,4 @@
-"""Feature-collection throughput: images per second of `relate_anything.training.collect`
+"""Feature-collection throughput: images per second of `relate_anything.training.collect()`
 (segment everything + IoU matching + RLE encoding + shard writing) with a given SAM, on a
 synthetic PSG-format dataset.
 

@@ -20,7 +20,7 @@ import torch
 
 from relate_anything.ram import RelationHead, RelationHeadConfig
 from relate_anything.training.cache import CachedImage
-from relate_anything.training.train import _Ema, collate, relation_loss
+from relate_anything.training.trainer import _Ema, collate, relation_loss
 
 
 def make_pool(size: int, *, min_masks: int, max_masks: int, relations: int, seed: int) -> list[CachedImage]:

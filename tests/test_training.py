@@ -33,7 +33,7 @@ from relate_anything.training import (
 )
 from relate_anything.training import cache as cache_module
 from relate_anything.training.metrics import frequency_baseline_logits, mean_recall, triplet_recall
-from relate_anything.training.train import multilabel_categorical_crossentropy, relation_loss
+from relate_anything.training.trainer import multilabel_categorical_crossentropy, relation_loss
 
 # A head small enough to train in seconds on two CPU cores.
 TINY_HEAD = RelationHeadConfig(

@@ -5,11 +5,36 @@ into a resumable cache, then train on it (one GPU or many with torchrun).
     >>> result = train("feats/train", "feats/test", config=TrainConfig(checkpoint_dir=Path("runs/ram")))
 """
 
-from relate_anything.training.cache import CachedImage, CacheError, FeatureCache, ImageRecord, ShardWriter
-from relate_anything.training.collect import CollectStats, collect
-from relate_anything.training.matching import MaskMatch, mask_ious, match_masks, rewrite_relations
-from relate_anything.training.synthetic_features import make_synthetic_feature_cache
-from relate_anything.training.train import TrainConfig, TrainResult, evaluate, train
+import importlib
+from typing import Any
+
+# Exports load on first use (PEP 562): the CLI imports training.cli, which must not pay for torch
+# and transformers before `relate-anything --help` can answer.
+_EXPORTS = {
+    "CacheError": "cache",
+    "CachedImage": "cache",
+    "FeatureCache": "cache",
+    "ImageRecord": "cache",
+    "ShardWriter": "cache",
+    "CollectStats": "collection",
+    "collect": "collection",
+    "MaskMatch": "matching",
+    "mask_ious": "matching",
+    "match_masks": "matching",
+    "rewrite_relations": "matching",
+    "make_synthetic_feature_cache": "synthetic_features",
+    "TrainConfig": "trainer",
+    "TrainResult": "trainer",
+    "evaluate": "trainer",
+    "train": "trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
 
 __all__ = [
     "CacheError",

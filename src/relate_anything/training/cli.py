@@ -48,7 +48,7 @@ def collect_command(
 
         from relate_anything import weights
         from relate_anything.sam import Segmenter, load_sam
-        from relate_anything.training.collect import collect
+        from relate_anything.training.collection import collect
 
         dataset = _psg_dataset(data, split)
         device = check_device(device)
@@ -95,7 +95,7 @@ def train_command(
 ) -> None:
     """Train the RAM relation head on a feature cache (one GPU, or many with torchrun)."""
     try:
-        from relate_anything.training.train import TrainConfig, train
+        from relate_anything.training.trainer import TrainConfig, train
 
         try:
             lr_milestones = tuple(int(m) for m in milestones.split(",") if m.strip())
