@@ -174,6 +174,19 @@ def test_vocabulary_embedding_is_the_normalised_mean_of_its_prompts(clip_labeler
     assert clip_labeler.embed_vocabulary(vocabulary) is embeddings  # cached
 
 
+def test_vocabulary_cache_keeps_the_most_recent(clip_folder):
+    from relate_anything.naming import Labeler
+
+    labeler = Labeler.from_pretrained(clip_folder, vocabulary_cache_size=2)
+    first, second, third = (Vocabulary.from_names([name]) for name in ("dog", "stick", "sand"))
+    kept_first, kept_second = labeler.embed_vocabulary(first), labeler.embed_vocabulary(second)
+    assert labeler.embed_vocabulary(first) is kept_first  # a hit makes it the most recent
+    labeler.embed_vocabulary(third)  # so this evicts second
+    assert labeler.embed_vocabulary(first) is kept_first
+    again = labeler.embed_vocabulary(second)
+    assert again is not kept_second and torch.equal(again, kept_second)  # encoded anew, same values
+
+
 @pytest.mark.parametrize("family", ["clip", "siglip"])
 def test_threshold_zero_names_every_segment_with_the_argmax(family, clip_labeler, siglip_labeler, photo, graph):
     from relate_anything.naming import Labeler

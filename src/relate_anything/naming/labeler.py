@@ -15,6 +15,7 @@ Scores by model family:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -54,6 +55,8 @@ class Labeler:
         batch_size: region crops per forward pass of the image tower; all crops of an image go
             through in fixed-size chunks of this many (bounds memory for images with many segments).
         margin: context around each bbox, as a fraction of its longer side (see `region_crops`).
+        vocabulary_cache_size: text embeddings of this many recent vocabularies are kept (a
+            server's clients may send a new vocabulary with every request).
 
     Example:
         >>> labeler = Labeler.from_pretrained("openai/clip-vit-base-patch32", device="cuda")
@@ -70,6 +73,7 @@ class Labeler:
         threshold: float | None = None,
         batch_size: int = 64,
         margin: float = 0.1,
+        vocabulary_cache_size: int = 16,
     ) -> None:
         model_type = model.config.model_type
         if model_type not in _FAMILIES:
@@ -87,7 +91,8 @@ class Labeler:
         self.threshold = DEFAULT_THRESHOLDS[self.family] if threshold is None else float(threshold)
         self.batch_size = batch_size
         self.margin = margin
-        self._text_cache: dict[Vocabulary, torch.Tensor] = {}
+        self.vocabulary_cache_size = vocabulary_cache_size
+        self._text_cache: OrderedDict[Vocabulary, torch.Tensor] = OrderedDict()
 
     @classmethod
     def from_pretrained(
@@ -138,14 +143,19 @@ class Labeler:
     def embed_vocabulary(self, vocabulary: Vocabulary) -> torch.Tensor:
         """[V, D] float32: per entry, the mean of its prompts' unit embeddings, renormalised.
 
-        Cached per vocabulary, so labelling many images encodes the vocabulary once.
+        Cached per vocabulary (the `vocabulary_cache_size` most recent), so labelling many images
+        encodes the vocabulary once.
         """
-        if vocabulary not in self._text_cache:
+        if vocabulary in self._text_cache:
+            self._text_cache.move_to_end(vocabulary)
+        else:
             prompts = [prompt for entry in vocabulary.entries for prompt in entry.prompts]
             embeddings = self.embed_texts(prompts)
             sizes = [len(entry.prompts) for entry in vocabulary.entries]
             means = torch.stack([part.mean(dim=0) for part in embeddings.split(sizes)])
             self._text_cache[vocabulary] = torch.nn.functional.normalize(means, dim=-1)
+            while len(self._text_cache) > max(self.vocabulary_cache_size, 1):
+                self._text_cache.popitem(last=False)
         return self._text_cache[vocabulary]
 
     @torch.inference_mode()
