@@ -27,6 +27,7 @@ from relate_anything.console import (
 from relate_anything.datasets.cli import app as data_app
 from relate_anything.errors import RelateAnythingError
 from relate_anything.evaluation.cli import evaluate_command
+from relate_anything.serving.cli import serve_command
 from relate_anything.serving.ui_cli import ui_command
 from relate_anything.training.cli import collect_command, train_command
 
@@ -200,12 +201,13 @@ def _root() -> None:
     """Panoptic scene graphs from any image."""
 
 
-# The other stages' commands: data preparation, evaluation and training.
+# The other stages' commands: data preparation, evaluation, training and serving.
 app.add_typer(data_app, name="data")
 app.command("eval")(evaluate_command)
 app.command("collect")(collect_command)
 app.command("train")(train_command)
 app.command("ui")(ui_command)
+app.command("serve")(serve_command)
 
 
 def main() -> None:
