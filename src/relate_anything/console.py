@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from relate_anything.errors import RelateAnythingError
@@ -33,7 +34,8 @@ def progress_bar(*, enabled: bool = True) -> Progress:
 
 def report(error: RelateAnythingError) -> None:
     """Print `error` as one red-prefixed line on stderr."""
-    stderr.print(f"[red]error:[/red] {error}")
+    # Escaped: brackets in a message ("relate-anything[serve]", a file "photo[1].jpg") are text.
+    stderr.print(f"[red]error:[/red] {escape(str(error))}")
 
 
 def fail(error: RelateAnythingError) -> None:
