@@ -117,6 +117,21 @@ def test_healthz(client):
     }
 
 
+def test_a_factory_is_called_once_at_startup(pipeline):
+    calls = []
+
+    def load():
+        calls.append(1)
+        return pipeline
+
+    app = create_app(load)
+    assert calls == []
+    with TestClient(app) as client:
+        assert client.get("/healthz").json()["models"]["sam"]  # named from the model's config
+        assert client.get("/healthz").status_code == 200
+    assert calls == [1]
+
+
 def test_openapi_names_the_fields_like_the_cli(client):
     schema = client.get("/openapi.json").json()
     operation = schema["paths"]["/v1/scene-graph"]["post"]
@@ -448,6 +463,28 @@ def test_serve_command_answers_http(tiny_sam, tiny_ram_pth, dog_jpg):
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_serve_help_lists_the_limits():
+    from typer.testing import CliRunner
+
+    from relate_anything.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0
+    for option in ["--host", "--port", "--sam", "--ram", "--device", "--max-upload-mb", "--max-pixels", "--queue-size", "--timeout", "--max-batch", "--labeler", "--vocab"]:
+        assert option in result.output
+
+
+def test_serve_without_the_serve_extra_says_what_to_install(monkeypatch):
+    from typer.testing import CliRunner
+
+    from relate_anything.cli import app
+
+    for module in ("uvicorn", "fastapi", "relate_anything.serving.api"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 1 and "pip install 'relate-anything[serve]'" in result.output
 
 
 def test_serve_without_weights_is_one_clear_message(tmp_path):
