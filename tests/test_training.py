@@ -172,11 +172,11 @@ def test_cache_round_trip_and_uncommitted_shard_is_invisible(tmp_path, monkeypat
             raise KeyboardInterrupt
         real_replace(src, dst)
 
-    monkeypatch.setattr(cache_module.os, "replace", crash_on_index)
+    monkeypatch.setattr(os, "replace", crash_on_index)
     writer = ShardWriter(tmp_path, shard_size=1)
     with pytest.raises(KeyboardInterrupt):
         writer.add(_record("img3", 2, 3))
-    monkeypatch.setattr(cache_module.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     assert len(FeatureCache(tmp_path)) == 3
     assert cache_module.committed_image_ids(tmp_path) == {"img0", "img1", "img2"}
     with ShardWriter(tmp_path, shard_size=1) as writer:  # the rerun overwrites the leftovers

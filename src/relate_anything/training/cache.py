@@ -21,7 +21,6 @@ Shard names are `shard-r{rank}-{seq:06d}`, so several writers (one per GPU) neve
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from relate_anything.atomic import write_atomically, write_text_atomically
 from relate_anything.errors import RelateAnythingError
 from relate_anything.scene_graph import decode_mask
 
@@ -132,9 +132,9 @@ class ShardWriter:
             "relations": torch.from_numpy(np.concatenate([r.relations for r in records])).long(),
             "matched_gt": torch.from_numpy(np.concatenate([np.asarray(r.matched_gt) for r in records])).long(),
         }
-        _atomic(self.directory / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}))
+        write_atomically(self.directory / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}))
         masks = {"masks": [r.masks for r in records]}
-        _atomic(self.directory / f"{name}.masks.json", lambda tmp: tmp.write_text(json.dumps(masks)))
+        write_text_atomically(self.directory / f"{name}.masks.json", json.dumps(masks))
         index = {
             "format": FORMAT,
             "images": [
@@ -151,7 +151,7 @@ class ShardWriter:
             ],
         }
         index_path = self.directory / f"{name}.json"
-        _atomic(index_path, lambda tmp: tmp.write_text(json.dumps(index)))  # the commit
+        write_text_atomically(index_path, json.dumps(index))  # the commit
         return index_path
 
     def __enter__(self) -> ShardWriter:
@@ -162,15 +162,6 @@ class ShardWriter:
         # and the uncommitted images are simply processed again next time.
         if exc_info[0] is None:
             self.flush()
-
-
-def _atomic(path: Path, write) -> None:
-    """Write `path` via a temporary file in the same folder, fsync'd, then `os.replace`."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _index_paths(directory: Path) -> list[Path]:
