@@ -33,21 +33,27 @@ class SamFiles:
     original_safetensors: Path  # original layout, safetensors
 
 
-def sam_config(encoder: dict) -> SamConfig:
-    """A `SamConfig` equal to segment-anything's `_build_sam(**encoder)` (image size 1024)."""
+def sam_config(encoder: dict, image_size: int = 1024) -> SamConfig:
+    """A `SamConfig` equal to segment-anything's `_build_sam(**encoder)` (image size 1024).
+
+    A smaller `image_size` (a multiple of 16) shrinks the embedding grid (image_size / 16 a side)
+    and with it every later stage's cost: for tests that run many images.
+    """
     vision = {
         "hidden_size": encoder["embed_dim"],
         "num_hidden_layers": encoder["depth"],
         "num_attention_heads": encoder["num_heads"],
         "global_attn_indexes": list(encoder["global_attn_indexes"]),
+        "image_size": image_size,
     }
+    prompt = {"image_size": image_size, "image_embedding_size": image_size // 16}
     decoder = {"layer_norm_eps": ORIGINAL_TWO_WAY_LAYER_NORM_EPS}
-    return SamConfig(vision_config=vision, mask_decoder_config=decoder)
+    return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
 
 
-def random_sam(encoder: dict, seed: int = 0) -> SamModel:
+def random_sam(encoder: dict, seed: int = 0, image_size: int = 1024) -> SamModel:
     """A `SamModel` for `encoder` with every parameter drawn from a seeded generator."""
-    model = SamModel(sam_config(encoder)).eval()
+    model = SamModel(sam_config(encoder, image_size)).eval()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():

@@ -22,8 +22,10 @@ from relate_anything.console import (
     check_device,
     fail,
     progress_bar,
+    quiet_transformers,
     report,
 )
+from relate_anything.batch.cli import batch_command
 from relate_anything.datasets.cli import app as data_app
 from relate_anything.errors import RelateAnythingError
 from relate_anything.evaluation.cli import evaluate_command
@@ -153,12 +155,9 @@ def _load_examples(images: list[Path], masks: list[Path]) -> list | None:
 
 def _load_pipeline(*, sam, ram, device: str, labeler, vocab, label_threshold, detector, seggpt, top_k: int, **segmenter_options):
     """The pipeline with the optional stages asked for (`False`: the stage is not wanted)."""
-    from transformers.utils import logging as transformers_logging
-
     from relate_anything.pipeline import RelateAnything
 
-    transformers_logging.disable_progress_bar()  # our own progress bar is the one that matters
-    transformers_logging.set_verbosity_error()  # load problems reach the user as our one message
+    quiet_transformers()
     pipeline = RelateAnything.from_pretrained(sam, ram, device=device, top_k=top_k, **segmenter_options)
     if labeler is not False:
         from relate_anything.naming import Labeler, Vocabulary
@@ -201,7 +200,8 @@ def _root() -> None:
     """Panoptic scene graphs from any image."""
 
 
-# The other stages' commands: data preparation, evaluation, training and serving.
+# The other stages' commands: large jobs, data preparation, evaluation, training and serving.
+app.command("batch")(batch_command)
 app.add_typer(data_app, name="data")
 app.command("eval")(evaluate_command)
 app.command("collect")(collect_command)

@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from relate_anything.errors import RelateAnythingError
 
@@ -20,16 +21,34 @@ stdout = Console(soft_wrap=True, highlight=False)
 stderr = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
-def progress_bar(*, enabled: bool = True) -> Progress:
-    """A progress bar on stderr: description, bar, done/total, time left."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=stderr,
-        disable=not enabled,
-    )
+class _RateColumn(ProgressColumn):
+    """Items per second over the last half minute ("-" until there is a rate)."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-" if speed is None else f"{speed:.2f} {self.unit}/s")
+
+
+def progress_bar(*, enabled: bool = True, rate_unit: str | None = None) -> Progress:
+    """A progress bar on stderr: description, bar, done/total, [rate_unit/s,] time left."""
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if rate_unit is not None:
+        columns.append(_RateColumn(rate_unit))
+    columns.append(TimeRemainingColumn())
+    return Progress(*columns, console=stderr, disable=not enabled)
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' download bars and load warnings: our own progress bar is the one
+    that matters, and load problems reach the user as our one message."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
 
 
 def report(error: RelateAnythingError) -> None:

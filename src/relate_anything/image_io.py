@@ -7,8 +7,10 @@ becomes a correct RGB array or raises `ImageError` with a message naming the fil
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -38,20 +40,30 @@ def load_image(source: str | Path | Image.Image | np.ndarray, *, max_pixels: int
     path = Path(source)
     if not path.is_file():
         raise ImageError(f"{path}: no such file")
+    return _decode(path, name=str(path), max_pixels=max_pixels)
+
+
+def load_image_bytes(data: bytes, *, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an encoded image (the bytes of a JPEG, PNG, ... file, e.g. a download) as RGB uint8
+    [H, W, 3], with the same checks as `load_image`; `name` (a URL, say) names it in errors."""
+    return _decode(io.BytesIO(data), name=name, max_pixels=max_pixels)
+
+
+def _decode(file: Path | BinaryIO, *, name: str, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # Our own max_pixels check replaces PIL's decompression-bomb warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                _check_size(image.width, image.height, name=str(path), max_pixels=max_pixels)
+            with Image.open(file) as image:
+                _check_size(image.width, image.height, name=name, max_pixels=max_pixels)
                 image.load()
-                return _pil_to_rgb(image, name=str(path), max_pixels=max_pixels)
+                return _pil_to_rgb(image, name=name, max_pixels=max_pixels)
     except ImageError:
         raise
     except Image.DecompressionBombError as error:
-        raise ImageError(f"{path}: image too large to decode safely ({error}); resize it first") from error
+        raise ImageError(f"{name}: image too large to decode safely ({error}); resize it first") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{path}: cannot read image ({error})") from error
+        raise ImageError(f"{name}: cannot read image ({error})") from error
 
 
 def _check_size(width: int, height: int, *, name: str, max_pixels: int) -> None:

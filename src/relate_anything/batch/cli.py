@@ -1,0 +1,124 @@
+"""`relate-anything batch`: a thin shell over `relate_anything.batch.run_batch`.
+
+Register it on the main Typer app with `app.command("batch")(batch_command)`. Exit codes: 0 every
+image has its scene graph, 2 some images failed (listed in OUT/errors.jsonl), 1 the job itself
+could not run (bad INPUT, an output folder of another job), 3 weights missing or wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from relate_anything.console import (
+    BoxNmsThreshOption,
+    DeviceOption,
+    PointsPerSideOption,
+    PredIouThreshOption,
+    SamOption,
+    StabilityScoreThreshOption,
+    check_device,
+    fail,
+    quiet_transformers,
+    stderr,
+)
+from relate_anything.errors import ImageError, RelateAnythingError
+
+
+def batch_command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="INPUT",
+            help="A folder (every image below it), a glob ('photos/**/*.jpg'), or a manifest (.txt / .csv / .jsonl of paths or URLs, local or a URL).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Output folder: scene_graphs-*.jsonl (or .parquet) and errors.jsonl; run the same command again to resume.", show_default=False)],
+    output_format: Annotated[str, typer.Option("--format", help="Shard format: jsonl (one SceneGraph JSON a line) or parquet (columns file, scene_graph; needs pyarrow).")] = "jsonl",
+    top_k: Annotated[int, typer.Option(min=1, help="Relations to keep per image, best first.")] = 20,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images whose SAM encodings are computed together.")] = 4,
+    shard_size: Annotated[int, typer.Option(min=1, help="Scene graphs per committed shard (a kill redoes at most this many per run).")] = 256,
+    device: DeviceOption = "cpu",
+    devices: Annotated[str | None, typer.Option(help="Comma-separated devices, one worker process each: cuda:0,cuda:1,...", show_default=False)] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes on --device (with --device cuda: one per GPU, cuda:0..N-1).")] = 1,
+    ray: Annotated[str | None, typer.Option("--ray", help="Run on a Ray cluster with Ray Data, one actor per GPU: auto, ray://HOST:PORT, or local (start Ray here).", show_default=False)] = None,
+    sam: SamOption = None,
+    ram: Annotated[str | None, typer.Option(help="RAM head weights: ram_epoch12.pth, a .safetensors head, or hf://OWNER/REPO/FILE (default: $RELATE_ANYTHING_RAM, else the authors' ram_epoch12.pth).", show_default=False)] = None,
+    dtype: Annotated[str, typer.Option(help="SAM's precision: float32, bfloat16 or float16 (GPU).")] = "float32",
+    points_per_side: PointsPerSideOption = 32,
+    pred_iou_thresh: PredIouThreshOption = 0.88,
+    stability_score_thresh: StabilityScoreThreshOption = 0.95,
+    box_nms_thresh: BoxNmsThreshOption = 0.7,
+    features: Annotated[bool, typer.Option("--features", help="Store each segment's 256-d SAM feature in the graphs.")] = False,
+    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Try the images listed in OUT/errors.jsonl again.")] = False,
+    decode_threads: Annotated[int, typer.Option(min=1, help="Threads decoding images ahead of the model, per worker.")] = 2,
+) -> None:
+    """Relate every image of INPUT into sharded scene graphs in OUT: resumable, exactly once."""
+    try:
+        from relate_anything.batch import PipelineSpec, list_inputs, run_batch
+
+        if output_format not in ("jsonl", "parquet"):
+            raise RelateAnythingError(f"--format must be jsonl or parquet, got {output_format!r}")
+        items = list_inputs(source)
+        chosen = _devices(device, devices, workers) if ray is None else ["cpu"] * workers
+        spec = PipelineSpec(
+            sam=sam,
+            ram=ram,
+            top_k=top_k,
+            dtype=dtype,
+            segmenter_options={
+                "points_per_side": points_per_side,
+                "pred_iou_thresh": pred_iou_thresh,
+                "stability_score_thresh": stability_score_thresh,
+                "box_nms_thresh": box_nms_thresh,
+            },
+        )
+        quiet_transformers()
+        summary = run_batch(
+            items,
+            out,
+            spec,
+            devices=chosen,
+            ray_address=ray,
+            batch_size=batch_size,
+            shard_size=shard_size,
+            features=features,
+            output_format=output_format,
+            retry_errors=retry_errors,
+            decode_threads=decode_threads,
+        )
+    except RelateAnythingError as error:
+        fail(error)
+    processed = summary.done + summary.failed
+    line = (
+        f"{summary.inputs} images: {summary.already_done + summary.done} done ({summary.done} in this run), "
+        f"{summary.failed_total} failed"
+    )
+    if summary.failed_total:
+        line += f" (see {out / 'errors.jsonl'})"
+    if processed:
+        line += f"; {processed} in {summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s)"
+    stderr.print(f"{line} -> {out}", highlight=False)
+    if summary.failed_total:
+        raise typer.Exit(code=ImageError.exit_code)
+
+
+def _devices(device: str, devices: str | None, workers: int) -> list[str]:
+    """The device of each worker: --devices as listed; else --workers copies of --device, where
+    plain "cuda" means one GPU each."""
+    if devices is not None:
+        listed = [name.strip() for name in devices.split(",") if name.strip()]
+        if not listed:
+            raise RelateAnythingError("--devices lists no device")
+        return [check_device(name) for name in listed]
+    if device == "cuda" and workers > 1:
+        import torch
+
+        check_device(device)
+        if workers > torch.cuda.device_count():
+            raise RelateAnythingError(f"--workers {workers} with --device cuda: this machine has {torch.cuda.device_count()} GPUs")
+        return [f"cuda:{k}" for k in range(workers)]
+    return [check_device(device)] * workers
