@@ -31,13 +31,14 @@ RANDOM_ENCODERS = {
 }
 
 
-def random_sam(name: str, device: str, dtype: torch.dtype):
+def random_sam(name: str, device: str, dtype: torch.dtype, image_size: int = 1024):
+    """A random SAM with the encoder `name`; a smaller `image_size` (e.g. 256) makes a cheap one."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from sam_factory import sam_config  # the tests' SamConfig equal to segment-anything's builders
     from transformers import SamModel
 
     torch.manual_seed(0)
-    return SamModel(sam_config(RANDOM_ENCODERS[name])).to(device, dtype).eval()
+    return SamModel(sam_config(RANDOM_ENCODERS[name], image_size)).to(device, dtype).eval()
 
 
 def main() -> None:
