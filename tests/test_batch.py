@@ -128,6 +128,12 @@ def test_bad_inputs_are_named(tmp_path, make, message):
         list_inputs(make(tmp_path))
 
 
+@pytest.mark.parametrize("extra, message", [([], "no such folder"), (["--format", "xml"], "--format must be jsonl or parquet")])
+def test_batch_command_refuses_bad_input_before_loading_models(tmp_path, extra, message):
+    result = runner.invoke(app, ["batch", str(tmp_path / "missing"), "--out", str(tmp_path / "out"), "--sam", str(tmp_path / "no-sam"), *extra])
+    assert result.exit_code == 1 and message in result.output and "SAM weights" not in result.output
+
+
 @pytest.fixture
 def http_root(tmp_path):
     """A local HTTP server on 127.0.0.1 serving `tmp_path / "www"`; yields (folder, base URL)."""

@@ -77,7 +77,7 @@ def check_device(device: str) -> str:
     return device
 
 
-# Options that several commands share (`run`, `collect`), declared once so they read the same.
+# Options that several commands share (`run`, `batch`, `collect`), declared once so they read the same.
 SamOption = Annotated[
     str | None,
     typer.Option(
@@ -86,6 +86,15 @@ SamOption = Annotated[
         show_default=False,
     ),
 ]
+RamOption = Annotated[
+    str | None,
+    typer.Option(
+        help="RAM head weights: ram_epoch12.pth, a .safetensors head, or hf://OWNER/REPO/FILE "
+        "(default: $RELATE_ANYTHING_RAM, else the authors' ram_epoch12.pth).",
+        show_default=False,
+    ),
+]
+TopKOption = Annotated[int, typer.Option(min=1, help="Relations to keep per image, best first.")]
 DeviceOption = Annotated[str, typer.Option(help="Where to run the models: cpu, cuda, cuda:1, ... (under torchrun, cuda means cuda:LOCAL_RANK).")]
 PointsPerSideOption = Annotated[int, typer.Option(min=1, help="Segment everything with an N x N grid of point prompts.")]
 PredIouThreshOption = Annotated[float, typer.Option(help="Keep masks whose predicted IoU is above this.")]

@@ -7,6 +7,7 @@ could not run (bad INPUT, an output folder of another job), 3 weights missing or
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +18,10 @@ from relate_anything.console import (
     DeviceOption,
     PointsPerSideOption,
     PredIouThreshOption,
+    RamOption,
     SamOption,
     StabilityScoreThreshOption,
+    TopKOption,
     check_device,
     fail,
     quiet_transformers,
@@ -38,7 +41,7 @@ def batch_command(
     ],
     out: Annotated[Path, typer.Option(help="Output folder: scene_graphs-*.jsonl (or .parquet) and errors.jsonl; run the same command again to resume.", show_default=False)],
     output_format: Annotated[str, typer.Option("--format", help="Shard format: jsonl (one SceneGraph JSON a line) or parquet (columns file, scene_graph; needs pyarrow).")] = "jsonl",
-    top_k: Annotated[int, typer.Option(min=1, help="Relations to keep per image, best first.")] = 20,
+    top_k: TopKOption = 20,
     batch_size: Annotated[int, typer.Option(min=1, help="Images whose SAM encodings are computed together.")] = 4,
     shard_size: Annotated[int, typer.Option(min=1, help="Scene graphs per committed shard (a kill redoes at most this many per run).")] = 256,
     device: DeviceOption = "cpu",
@@ -46,7 +49,7 @@ def batch_command(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes on --device (with --device cuda: one per GPU, cuda:0..N-1).")] = 1,
     ray: Annotated[str | None, typer.Option("--ray", help="Run on a Ray cluster with Ray Data, one actor per GPU: auto, ray://HOST:PORT, or local (start Ray here).", show_default=False)] = None,
     sam: SamOption = None,
-    ram: Annotated[str | None, typer.Option(help="RAM head weights: ram_epoch12.pth, a .safetensors head, or hf://OWNER/REPO/FILE (default: $RELATE_ANYTHING_RAM, else the authors' ram_epoch12.pth).", show_default=False)] = None,
+    ram: RamOption = None,
     dtype: Annotated[str, typer.Option(help="SAM's precision: float32, bfloat16 or float16 (GPU).")] = "float32",
     points_per_side: PointsPerSideOption = 32,
     pred_iou_thresh: PredIouThreshOption = 0.88,
@@ -77,19 +80,25 @@ def batch_command(
             },
         )
         quiet_transformers()
-        summary = run_batch(
-            items,
-            out,
-            spec,
-            devices=chosen,
-            ray_address=ray,
-            batch_size=batch_size,
-            shard_size=shard_size,
-            features=features,
-            output_format=output_format,
-            retry_errors=retry_errors,
-            decode_threads=decode_threads,
-        )
+        # A scheduler's SIGTERM (preemption, `kill`) stops the job like Ctrl-C: the graphs
+        # already computed are committed before it exits.
+        previous = signal.signal(signal.SIGTERM, _stop)
+        try:
+            summary = run_batch(
+                items,
+                out,
+                spec,
+                devices=chosen,
+                ray_address=ray,
+                batch_size=batch_size,
+                shard_size=shard_size,
+                features=features,
+                output_format=output_format,
+                retry_errors=retry_errors,
+                decode_threads=decode_threads,
+            )
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     except RelateAnythingError as error:
         fail(error)
     processed = summary.done + summary.failed
@@ -104,6 +113,10 @@ def batch_command(
     stderr.print(f"{line} -> {out}", highlight=False)
     if summary.failed_total:
         raise typer.Exit(code=ImageError.exit_code)
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _devices(device: str, devices: str | None, workers: int) -> list[str]:
