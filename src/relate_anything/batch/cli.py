@@ -110,7 +110,7 @@ def batch_command(
         line += f" (see {out / 'errors.jsonl'})"
     if processed:
         line += f"; {processed} in {summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s)"
-    stderr.print(f"{line} -> {out}", highlight=False)
+    stderr.print(f"{line} -> {out}", highlight=False, markup=False)  # paths may hold brackets
     if summary.failed_total:
         raise typer.Exit(code=ImageError.exit_code)
 
