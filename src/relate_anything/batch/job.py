@@ -97,7 +97,7 @@ class BatchSummary:
         inputs: images in the input.
         already_done, already_failed: images skipped because a committed shard / errors.jsonl held them.
         done, failed: images related / failed in this call.
-        seconds: wall time of this call's processing (worker processes' model loading included).
+        seconds: wall time of this call's processing, loading the models included.
     """
 
     inputs: int
@@ -171,6 +171,7 @@ def run_batch(
         summary = BatchSummary(inputs=len(inputs), already_done=len(done & listed), already_failed=len(failed & listed))
         if not todo:
             return summary
+        writer = ShardWriter(out_dir, output_format=output_format, shard_size=shard_size)  # before any model loads
         started = time.perf_counter()
         options = {"batch_size": batch_size, "features": features, "decode_threads": decode_threads}
         if ray_address is not None:
@@ -183,7 +184,6 @@ def run_batch(
             outcomes = relate_items(pipeline, todo, **options)
         else:
             outcomes = _relate_in_workers(todo, spec, devices, **options)
-        writer = ShardWriter(out_dir, output_format=output_format, shard_size=shard_size)
         with writer, progress_bar(enabled=progress, rate_unit="images") as bar, contextlib.closing(iter(outcomes)) as stream:
             task = bar.add_task("relating", total=len(todo))
             for outcome in stream:
