@@ -352,3 +352,19 @@ def test_ray_local_cluster_writes_the_same_output(tmp_path, small_sam, tiny_ram_
     pipeline = RelateAnything.from_pretrained(small_sam, tiny_ram_pth, top_k=5, **SEGMENTER_OPTIONS)
     for graph in read_scene_graphs(out):
         _assert_same_graph(graph, pipeline(load_image(tmp_path / "photos" / graph.file), file=graph.file))
+
+
+@pytest.mark.gpu
+def test_batch_on_every_gpu(tmp_path, small_sam, tiny_ram_pth):
+    """One worker per GPU (or the one GPU in this process): every image exactly once."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    names = _photos(tmp_path / "photos", 6)
+    devices = ",".join(f"cuda:{k}" for k in range(torch.cuda.device_count()))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["batch", str(tmp_path / "photos"), "--out", str(out), "--devices", devices, *_model_args(small_sam, tiny_ram_pth)])
+    assert result.exit_code == 2, result.output
+    assert _output_counts(out) == collections.Counter(names)
+    assert [r["file"] for r in read_errors(out)] == ["broken.jpg"]

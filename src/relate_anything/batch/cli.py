@@ -43,7 +43,7 @@ def batch_command(
     output_format: Annotated[str, typer.Option("--format", help="Shard format: jsonl (one SceneGraph JSON a line) or parquet (columns file, scene_graph; needs pyarrow).")] = "jsonl",
     top_k: TopKOption = 20,
     batch_size: Annotated[int, typer.Option(min=1, help="Images whose SAM encodings are computed together.")] = 4,
-    shard_size: Annotated[int, typer.Option(min=1, help="Scene graphs per committed shard (a kill redoes at most this many per run).")] = 256,
+    shard_size: Annotated[int, typer.Option(min=1, help="Scene graphs per committed shard (what a kill can cost: graphs not yet committed are computed again).")] = 256,
     device: DeviceOption = "cpu",
     devices: Annotated[str | None, typer.Option(help="Comma-separated devices, one worker process each: cuda:0,cuda:1,...", show_default=False)] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes on --device (with --device cuda: one per GPU, cuda:0..N-1).")] = 1,
