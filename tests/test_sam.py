@@ -303,6 +303,7 @@ def test_captured_tokens_are_the_decoders_own_tokens(segmenter: Segmenter) -> No
 
 
 def test_decode_picks_the_token_of_each_returned_mask(segmenter: Segmenter) -> None:
+    segmenter = _configure(segmenter, decoder="transformers")  # the path that reads tokens by hook
     points, labels = torch.tensor([[[300.0, 250.0]]]), torch.tensor([[1]])
     with capture_mask_tokens(segmenter.model) as tokens:
         multi = segmenter.decode(points, labels, multimask_output=True)

@@ -25,6 +25,7 @@ from PIL import Image
 from transformers import SamModel
 
 from relate_anything.sam.checkpoint import load_sam
+from relate_anything.sam.fast_decoder import FastMaskDecoder
 from relate_anything.sam.ops import build_point_grid, masks_to_boxes, nms, remove_duplicate_masks, stability_score
 from relate_anything.sam.transforms import apply_coords, postprocess_logits, preprocess
 
@@ -35,6 +36,9 @@ __all__ = ["DecoderOutput", "ImageEmbedding", "SegmentationResult", "Segmenter",
 _UPSAMPLE_CHUNK = 64
 
 Index = int | slice | Sequence[int] | np.ndarray | torch.Tensor
+
+# Mask-decoder implementations a `Segmenter` can use (see its `decoder` argument).
+DECODERS = ("fast", "transformers")
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,10 @@ class Segmenter:
         min_mask_area: masks with fewer pixels are dropped.
         embedding_cache_size: embeddings of this many recent photos are kept, so that setting a
             photo again (a second click in the UI) does not encode it again.
+        decoder: "fast" decodes prompts with `FastMaskDecoder` (same weights and outputs, without
+            a copy of the image embedding per prompt, and segment_everything never upscales
+            masks that the predicted-IoU filter drops); "transformers" calls SamModel's forward.
+        decoder_chunk_size: prompts the fast decoder processes together (memory vs speed).
 
     Example:
         >>> segmenter = Segmenter.from_pretrained("facebook/sam-vit-huge", device="cuda")
@@ -254,10 +262,16 @@ class Segmenter:
         duplicate_iou_thresh: float = 0.8,
         min_mask_area: int = 0,
         embedding_cache_size: int = 1,
+        decoder: str = "fast",
+        decoder_chunk_size: int = 64,
     ) -> None:
         if points_per_side < 1 or points_per_batch < 1:
             raise ValueError("points_per_side and points_per_batch must be positive")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         self.model = model.eval()
+        self.decoder = decoder
+        self._fast_decoder = FastMaskDecoder(model, chunk_size=decoder_chunk_size) if decoder == "fast" else None
         self.points_per_side = points_per_side
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
@@ -381,11 +395,27 @@ class Segmenter:
         if point_coords is None and boxes is None:
             raise ValueError("give point_coords and/or boxes")
         inputs = self._prompt_inputs(point_coords, point_labels, boxes)
+        if self._fast_decoder is not None:
+            logits, iou, tokens = self._fast_decoder(
+                self._embedding, self._sparse_embeddings(inputs), multimask_output=multimask_output
+            )
+            return DecoderOutput(logits, iou, tokens)
         with capture_mask_tokens(self.model) as tokens, torch.inference_mode():
             output = self.model(image_embeddings=self._embedding, multimask_output=multimask_output, **inputs)
         mask_tokens = tokens[0][0]  # [B, num_mask_tokens, D]
         mask_tokens = mask_tokens[:, 1:] if multimask_output else mask_tokens[:, :1]
         return DecoderOutput(output.pred_masks[0], output.iou_scores[0], mask_tokens)
+
+    def _sparse_embeddings(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, S, D] prompt-encoder embeddings of `_prompt_inputs` (one image)."""
+        with torch.inference_mode():
+            sparse, _ = self.model.prompt_encoder(
+                input_points=inputs.get("input_points"),
+                input_labels=inputs.get("input_labels"),
+                input_boxes=inputs.get("input_boxes"),
+                input_masks=None,
+            )
+        return sparse[0]
 
     def _prompt_inputs(
         self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None, boxes: torch.Tensor | None
@@ -469,22 +499,38 @@ class Segmenter:
 
     def _grid_batch(self, points: torch.Tensor) -> _Candidates:
         """Decode [P, 2] grid points (original pixels) and apply the per-mask filters."""
-        points = points.to(self.device)
-        labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=self.device)
-        output = self.decode(points[:, None, :], labels, multimask_output=True)
-        # Point-major order, as the original: point 0's 3 masks, then point 1's, ...
-        logits = output.low_res_logits.flatten(0, 1)
-        iou = output.iou_predictions.flatten(0, 1)
-        tokens = output.mask_tokens.flatten(0, 1)
-        point_coords = points.repeat_interleave(output.iou_predictions.shape[1], dim=0)
-        if self.pred_iou_thresh > 0.0:  # filtering first spares upsampling rejected masks
-            keep = iou > self.pred_iou_thresh
-            logits, iou, tokens, point_coords = logits[keep], iou[keep], tokens[keep], point_coords[keep]
+        logits, iou, tokens, point_coords = self._decode_grid(points.to(self.device))
         scores, boxes = self._stability_and_boxes(logits)
         candidates = _Candidates(logits, iou, scores, boxes, tokens, point_coords)
         if self.stability_score_thresh > 0.0:
             candidates = candidates[scores >= self.stability_score_thresh]
         return candidates
+
+    def _decode_grid(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Masks of single-point prompts, 3 per point in point-major order (as the original),
+        less those whose predicted IoU is <= pred_iou_thresh when that is > 0 (as SAM).
+
+        Returns low-res logits [K, 256, 256], predicted IoU [K], mask tokens [K, D] and the
+        prompting point of each mask [K, 2].
+        """
+        labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=self.device)
+        filtered = self.pred_iou_thresh > 0.0
+        if self._fast_decoder is not None and filtered:
+            # Filtering first spares decoding the rejected masks at all.
+            inputs = self._prompt_inputs(points[:, None, :], labels, None)
+            logits, iou, tokens, index = self._fast_decoder.decode_above(
+                self._embedding, self._sparse_embeddings(inputs), self.pred_iou_thresh
+            )
+            return logits, iou, tokens, points[index // 3]
+        output = self.decode(points[:, None, :], labels, multimask_output=True)
+        logits = output.low_res_logits.flatten(0, 1)
+        iou = output.iou_predictions.flatten(0, 1)
+        tokens = output.mask_tokens.flatten(0, 1)
+        point_coords = points.repeat_interleave(output.iou_predictions.shape[1], dim=0)
+        if filtered:  # filtering first spares upsampling rejected masks
+            keep = iou > self.pred_iou_thresh
+            logits, iou, tokens, point_coords = logits[keep], iou[keep], tokens[keep], point_coords[keep]
+        return logits, iou, tokens, point_coords
 
     def _stability_and_boxes(self, low_res_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stability scores [N] and boxes [N, 4] of full-resolution masks, chunk by chunk.
