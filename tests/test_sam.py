@@ -214,6 +214,33 @@ def test_nms_matches_python_loop(threshold: float) -> None:
     assert ops.nms(boxes, scores, threshold).tolist() == expected
 
 
+def _loop_suppression(suppresses: torch.Tensor) -> list[bool]:
+    """The greedy definition, one candidate at a time in rank order."""
+    kept: list[int] = []
+    for j in range(len(suppresses)):
+        if not any(bool(suppresses[i, j]) for i in kept):
+            kept.append(j)
+    return [j in kept for j in range(len(suppresses))]
+
+
+@pytest.mark.parametrize("density", [0.0, 0.02, 0.1, 0.5, 1.0])
+def test_greedy_suppression_equals_the_sequential_definition(density: float) -> None:
+    generator = torch.Generator().manual_seed(int(density * 100))
+    suppresses = torch.rand(150, 150, generator=generator) < density  # not symmetric: any relation
+    assert ops.greedy_suppression(suppresses).tolist() == _loop_suppression(suppresses)
+
+
+@pytest.mark.parametrize("max_rounds", [64, 3])
+def test_greedy_suppression_on_a_long_chain(max_rounds: int) -> None:
+    """Each candidate can only suppress the next: kept, removed, kept, ... A chain longer than
+    max_rounds is finished one candidate at a time, with the same answer."""
+    n = 101
+    chain = torch.zeros(n, n, dtype=torch.bool)
+    chain[torch.arange(n - 1), torch.arange(1, n)] = True
+    kept = ops.greedy_suppression(chain, max_rounds=max_rounds)
+    assert kept.tolist() == [i % 2 == 0 for i in range(n)] == _loop_suppression(chain)
+
+
 def test_remove_duplicate_masks_matches_python_loop() -> None:
     generator = torch.Generator().manual_seed(2)
     base = torch.rand(12, 20, 30, generator=generator) > 0.5
