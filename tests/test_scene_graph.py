@@ -32,6 +32,15 @@ def test_rle_round_trip_is_exact():
     assert all(np.array_equal(decode_mask(r), m) for r, m in zip(rles, masks))
 
 
+def test_torch_masks_encode_like_numpy_masks():
+    """Tensors are transposed to COCO's column order on their device; the RLE is the same."""
+    masks = np.random.default_rng(2).random((5, 31, 20)) > 0.3
+    expected = encode_masks(masks)
+    assert encode_masks(torch.from_numpy(masks)) == expected
+    assert encode_masks(torch.from_numpy(masks).to(torch.uint8)) == expected
+    assert encode_masks(torch.zeros(0, 31, 20, dtype=torch.bool)) == []
+
+
 def test_from_masks_boxes_areas_and_torch_input():
     masks = torch.zeros(2, 10, 12, dtype=torch.bool)
     masks[0, 2:5, 3:8] = True

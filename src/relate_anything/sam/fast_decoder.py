@@ -168,24 +168,28 @@ class FastMaskDecoder:
         queries, keys = self._first_block(image, tokens)
         for block in transformer.layers[1:]:
             queries, keys = self._block(block, queries, keys, tokens, image.positions)
+        # The final attention only matters for the tokens read afterwards: the IoU token and the
+        # returned mask tokens (each query row attends independently).
+        rows = [0, *(1 + i for i in mask_indices)]
+        queries, tokens = queries[:, rows], tokens[:, rows]
         attention = transformer.final_attn_token_to_image
         queries = queries + _token_to_image(attention, queries + tokens, keys + image.positions, keys)
         queries = transformer.layer_norm_final_attn(queries)
 
         masks = slice(mask_indices.start, mask_indices.stop)
         iou = decoder.iou_prediction_head(queries[:, 0])[:, masks]  # [B, M]
-        mask_tokens = queries[:, 1:][:, masks]  # [B, M, C]
+        mask_tokens = queries[:, 1:]  # [B, M, C]
         if min_iou is None:
-            return self._masks(keys, self._hyper(queries, mask_indices)), iou, mask_tokens
+            return self._masks(keys, self._hyper(mask_tokens, mask_indices)), iou, mask_tokens
         keep = iou > min_iou
         index = keep.flatten().nonzero()[:, 0]
         if len(index) == 0:
             return keys.new_zeros(0, *self._mask_size(keys)), iou.flatten()[index], mask_tokens.flatten(0, 1)[index], index
         prompts_kept = keep.any(dim=1)
         if len(index) < keep.numel():  # upscale only the prompts with a kept mask
-            keys, queries, keep = keys[prompts_kept], queries[prompts_kept], keep[prompts_kept]
-        logits = self._masks(keys, self._hyper(queries, mask_indices))[keep]
-        return logits, iou.flatten()[index], mask_tokens.flatten(0, 1)[index], index
+            keys, mask_tokens, keep = keys[prompts_kept], mask_tokens[prompts_kept], keep[prompts_kept]
+        logits = self._masks(keys, self._hyper(mask_tokens, mask_indices))[keep]
+        return logits, iou.flatten()[index], mask_tokens[keep], index
 
     @staticmethod
     def _mask_size(keys: Tensor) -> tuple[int, int]:
@@ -193,10 +197,10 @@ class FastMaskDecoder:
         side = int(round(keys.shape[1] ** 0.5))
         return 4 * side, 4 * side
 
-    def _hyper(self, queries: Tensor, mask_indices: range) -> Tensor:
-        """[B, M, C/8] hypernetwork outputs of the returned mask tokens."""
+    def _hyper(self, mask_tokens: Tensor, mask_indices: range) -> Tensor:
+        """[B, M, C/8] hypernetwork outputs of the [B, M, C] returned mask tokens."""
         mlps = self._decoder.output_hypernetworks_mlps
-        return torch.stack([mlps[i](queries[:, 1 + i]) for i in mask_indices], dim=1)
+        return torch.stack([mlps[i](mask_tokens[:, k]) for k, i in enumerate(mask_indices)], dim=1)
 
     def _first_block(self, image: _ImageSide, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """The first two-way block, whose image side (keys, no positional skip) is shared."""
