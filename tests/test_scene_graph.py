@@ -41,6 +41,14 @@ def test_torch_masks_encode_like_numpy_masks():
     assert encode_masks(torch.zeros(0, 31, 20, dtype=torch.bool)) == []
 
 
+def test_from_masks_with_more_than_255_masks():
+    masks = np.zeros((300, 8, 9), dtype=bool)
+    for i in range(300):
+        masks[i].flat[: 1 + i % 72] = True
+    graph = SceneGraph.from_masks(masks, np.ones(300))
+    assert [s.area for s in graph.segments] == [1 + i % 72 for i in range(300)]
+
+
 def test_from_masks_boxes_areas_and_torch_input():
     masks = torch.zeros(2, 10, 12, dtype=torch.bool)
     masks[0, 2:5, 3:8] = True

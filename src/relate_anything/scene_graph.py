@@ -241,7 +241,7 @@ class SceneGraph:
             raise ValueError(f"expected masks [N, H, W] and scores [N], got {tuple(masks.shape)} and {scores_np.shape}")
         features_np = None if features is None else _to_numpy(features).astype(np.float32)
         rles = encode_masks(masks)
-        areas = coco_mask.area([_coco_rle(r) for r in rles]) if rles else []
+        areas = _areas([_coco_rle(r) for r in rles])
         boxes_xywh = coco_mask.toBbox([_coco_rle(r) for r in rles]) if rles else []
         segments = []
         for index, rle in enumerate(rles):
@@ -381,6 +381,13 @@ class SceneGraph:
                 rank=rank,
             )
         return graph
+
+
+def _areas(rles: list[dict[str, Any]]) -> np.ndarray:
+    """Pixel counts of COCO RLEs. pycocotools' `area` builds a uint8 array from the number of
+    masks (numpy 2 refuses more than 255), so it is called on at most 255 at a time."""
+    chunks = [coco_mask.area(rles[start : start + 255]) for start in range(0, len(rles), 255)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint32)
 
 
 def _coco_rle(rle: dict[str, Any]) -> dict[str, Any]:
