@@ -408,6 +408,14 @@ def test_each_stage_removes_masks(segmenter: Segmenter, unfiltered: Segmentation
     assert torch.all(small_removed.masks.flatten(1).sum(1) >= median_area)
 
 
+def test_duplicate_removal_above_one_keeps_every_mask_in_area_order(unfiltered: SegmentationResult) -> None:
+    """A mask IoU is at most 1: with a threshold above 1 the pairwise intersections are skipped,
+    and the result is what computing them gives."""
+    assert ops.remove_duplicate_masks(unfiltered.masks, 1.01).tolist() == list(range(len(unfiltered)))
+    areas = unfiltered.masks.flatten(1).sum(1)
+    assert torch.all(areas[:-1] >= areas[1:])
+
+
 def _keys(result: SegmentationResult) -> set[tuple[float, ...]]:
     return {tuple(p) + (round(s, 6),) for p, s in zip(result.point_coords.tolist(), result.iou_predictions.tolist())}
 

@@ -485,16 +485,23 @@ class Segmenter:
         # Candidates keep 256x256 logits only; full-resolution masks are rebuilt for NMS survivors,
         # so memory does not grow with the image size times the number of rejected masks.
         masks = self.upscale_logits(candidates.low_res_logits) > self.mask_threshold
-        keep = remove_duplicate_masks(masks, self.duplicate_iou_thresh)
+        # Masks are ordered by decreasing area either way; a mask IoU is at most 1, so a
+        # threshold above 1 removes nothing and the pairwise intersections are not computed.
+        if self.duplicate_iou_thresh <= 1.0:
+            keep = remove_duplicate_masks(masks, self.duplicate_iou_thresh)
+        else:
+            keep = torch.sort(masks.flatten(1).sum(1), descending=True, stable=True).indices
         masks, candidates = masks[keep], candidates[keep]
-        large = masks.flatten(1).sum(1) >= self.min_mask_area
+        if self.min_mask_area > 0:
+            large = masks.flatten(1).sum(1) >= self.min_mask_area
+            masks, candidates = masks[large], candidates[large]
         return SegmentationResult(
-            masks=masks[large],
-            iou_predictions=candidates.iou_predictions[large].float(),
-            stability_scores=candidates.stability_scores[large].float(),
-            boxes=candidates.boxes[large],
-            features=candidates.features[large].float(),
-            point_coords=candidates.point_coords[large].float(),
+            masks=masks,
+            iou_predictions=candidates.iou_predictions.float(),
+            stability_scores=candidates.stability_scores.float(),
+            boxes=candidates.boxes,
+            features=candidates.features.float(),
+            point_coords=candidates.point_coords.float(),
         )
 
     def _grid_batch(self, points: torch.Tensor) -> _Candidates:
