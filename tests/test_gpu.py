@@ -95,3 +95,15 @@ def test_bfloat16_pipeline_runs_on_cuda(tiny_sam, tiny_ram_pth, dog_jpg):
     graph = pipeline(dog_jpg)
     assert len(graph.segments) >= 2 and graph.relations
     assert np.isfinite(graph.features()).all()
+
+
+def test_postprocess_crop_is_exact_on_cuda():
+    """The upsampling of only the kept rows/columns gives the full upsampling's values on CUDA too."""
+    from relate_anything.sam.transforms import postprocess_logits, preprocess_shape
+
+    low = torch.randn(3, 1, 256, 256, device="cuda") * 4
+    for size in ((534, 800), (800, 534), (1500, 2250), (480, 640)):
+        input_h, input_w = preprocess_shape(*size)
+        full = torch.nn.functional.interpolate(low, (1024, 1024), mode="bilinear", align_corners=False)
+        expected = torch.nn.functional.interpolate(full[..., :input_h, :input_w], size, mode="bilinear", align_corners=False)
+        assert torch.equal(postprocess_logits(low, size), expected)

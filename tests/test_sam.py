@@ -285,6 +285,35 @@ def test_stability_score_definition() -> None:
     assert ops.stability_score(logits, 0.0, 1.0).tolist() == pytest.approx([1 / 3, 1.0])
 
 
+def test_stability_score_counts_like_a_plain_sum() -> None:
+    logits = torch.randn(3, 37, 53, generator=torch.Generator().manual_seed(5)) * 2
+    high = (logits > 0.5).sum((1, 2), dtype=torch.int64)
+    low = (logits > -1.5).sum((1, 2), dtype=torch.int64)
+    assert torch.equal(ops.stability_score(logits, -0.5, 1.0), high.float() / low.float())
+
+
+def test_boxes_from_logits_equal_boxes_of_thresholded_masks() -> None:
+    logits = torch.randn(8, 23, 31, generator=torch.Generator().manual_seed(6)) - 2.5  # sparse masks
+    logits[0] = -5  # an empty mask
+    for threshold in (0.0, 0.7):
+        assert torch.equal(ops.boxes_from_logits(logits, threshold), ops.masks_to_boxes(logits > threshold))
+    assert ops.boxes_from_logits(logits[:0], 0.0).shape == (0, 4)
+
+
+@pytest.mark.parametrize("size", [(534, 800), (800, 534), (1500, 2250), (480, 640), (1024, 1024), (7, 1999), (333, 1024)])
+def test_postprocess_computes_only_the_kept_rows_bit_for_bit(size: tuple[int, int]) -> None:
+    """Upsampling only the un-padded corner equals upsampling everything and cropping."""
+    from relate_anything.sam.transforms import postprocess_logits
+
+    low = torch.randn(2, 1, 256, 256, generator=torch.Generator().manual_seed(7)) * 4
+    input_h, input_w = preprocess_shape(*size)
+    full = torch.nn.functional.interpolate(low, (1024, 1024), mode="bilinear", align_corners=False)
+    expected = torch.nn.functional.interpolate(
+        full[..., :input_h, :input_w], size, mode="bilinear", align_corners=False
+    )
+    assert torch.equal(postprocess_logits(low, size), expected)
+
+
 def test_point_grid_matches_segment_anything_formula() -> None:
     n = 5
     offset = 1 / (2 * n)

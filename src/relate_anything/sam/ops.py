@@ -11,6 +11,7 @@ import torch
 
 __all__ = [
     "box_iou",
+    "boxes_from_logits",
     "build_point_grid",
     "greedy_suppression",
     "mask_intersections",
@@ -47,9 +48,16 @@ def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) 
         [...] float32; the high-threshold mask is a subset of the low one, so IoU = |high| / |low|.
         An empty low mask gives NaN (0/0), as in the original.
     """
-    intersections = (logits > mask_threshold + offset).flatten(-2).sum(-1, dtype=torch.int64)
-    unions = (logits > mask_threshold - offset).flatten(-2).sum(-1, dtype=torch.int64)
-    return intersections.float() / unions.float()
+    return _count_above(logits, mask_threshold + offset).float() / _count_above(logits, mask_threshold - offset).float()
+
+
+def _count_above(logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """[...] int32 number of pixels of [..., H, W] logits above `threshold`.
+
+    Summing the comparison as uint8 into int32 is about twice as fast as torch's default int64
+    sum of booleans on CPUs; int32 holds any count below 2**31 pixels.
+    """
+    return (logits > threshold).view(torch.uint8).flatten(-2).sum(-1, dtype=torch.int32)
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -62,12 +70,33 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
         [N, 4] float32 (x0, y0, x1, y1) where x1, y1 are the indices of the last mask column/row
         (inclusive, SAM's convention); an empty mask gives [0, 0, 0, 0].
     """
-    n, h, w = masks.shape
-    if n == 0:
+    if masks.shape[0] == 0:
         return torch.zeros(0, 4, device=masks.device)
-    rows, cols = masks.any(dim=2), masks.any(dim=1)  # [N, H], [N, W]
-    y_index = torch.arange(h, device=masks.device)
-    x_index = torch.arange(w, device=masks.device)
+    return _occupancy_to_boxes(masks.any(dim=2), masks.any(dim=1))
+
+
+def boxes_from_logits(logits: torch.Tensor, mask_threshold: float) -> torch.Tensor:
+    """`masks_to_boxes(logits > mask_threshold)` without forming the masks.
+
+    A row (column) holds a mask pixel exactly when its largest logit is above the threshold, and
+    a float max-reduction is several times faster than thresholding then reducing booleans.
+
+    Args:
+        logits: [N, H, W] float mask logits (no NaN).
+
+    Returns:
+        [N, 4] float32 boxes, as `masks_to_boxes`.
+    """
+    if logits.shape[0] == 0:
+        return torch.zeros(0, 4, device=logits.device)
+    return _occupancy_to_boxes(logits.amax(dim=2) > mask_threshold, logits.amax(dim=1) > mask_threshold)
+
+
+def _occupancy_to_boxes(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Boxes from [N, H] rows and [N, W] columns that hold mask pixels (SAM's convention)."""
+    h, w = rows.shape[1], cols.shape[1]
+    y_index = torch.arange(h, device=rows.device)
+    x_index = torch.arange(w, device=rows.device)
     y0 = torch.where(rows, y_index, h).amin(dim=1)
     y1 = torch.where(rows, y_index, -1).amax(dim=1)
     x0 = torch.where(cols, x_index, w).amin(dim=1)

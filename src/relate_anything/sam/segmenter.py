@@ -26,7 +26,14 @@ from transformers import SamModel
 
 from relate_anything.sam.checkpoint import load_sam
 from relate_anything.sam.fast_decoder import FastMaskDecoder
-from relate_anything.sam.ops import build_point_grid, masks_to_boxes, nms, remove_duplicate_masks, stability_score
+from relate_anything.sam.ops import (
+    boxes_from_logits,
+    build_point_grid,
+    masks_to_boxes,
+    nms,
+    remove_duplicate_masks,
+    stability_score,
+)
 from relate_anything.sam.transforms import apply_coords, postprocess_logits, preprocess
 
 __all__ = ["DecoderOutput", "ImageEmbedding", "SegmentationResult", "Segmenter", "capture_mask_tokens"]
@@ -548,7 +555,7 @@ class Segmenter:
         for chunk in low_res_logits.split(_UPSAMPLE_CHUNK):
             logits = self.upscale_logits(chunk)
             scores.append(stability_score(logits, self.mask_threshold, self.stability_score_offset))
-            boxes.append(masks_to_boxes(logits > self.mask_threshold))
+            boxes.append(boxes_from_logits(logits, self.mask_threshold))
         if not scores:
             return low_res_logits.new_zeros(0), low_res_logits.new_zeros(0, 4)
         return torch.cat(scores), torch.cat(boxes)
