@@ -290,6 +290,8 @@ def test_stability_score_counts_like_a_plain_sum() -> None:
     high = (logits > 0.5).sum((1, 2), dtype=torch.int64)
     low = (logits > -1.5).sum((1, 2), dtype=torch.int64)
     assert torch.equal(ops.stability_score(logits, -0.5, 1.0), high.float() / low.float())
+    wide = torch.randn(2, 2, 40_000, generator=torch.Generator().manual_seed(8))  # rows too wide for int16
+    assert torch.equal(ops.stability_score(wide, 0.0, 1.0), (wide > 1).sum((1, 2)).float() / (wide > -1).sum((1, 2)).float())
 
 
 def test_boxes_from_logits_equal_boxes_of_thresholded_masks() -> None:

@@ -54,10 +54,14 @@ def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) 
 def _count_above(logits: torch.Tensor, threshold: float) -> torch.Tensor:
     """[...] int32 number of pixels of [..., H, W] logits above `threshold`.
 
-    Summing the comparison as uint8 into int32 is about twice as fast as torch's default int64
-    sum of booleans on CPUs; int32 holds any count below 2**31 pixels.
+    Summing the comparison as uint8 into int16 per row, then the rows into int32, is about
+    three times as fast as torch's default int64 sum of booleans on CPUs; a row count fits int16
+    for rows narrower than 2**15 (wider ones are summed into int32 directly).
     """
-    return (logits > threshold).view(torch.uint8).flatten(-2).sum(-1, dtype=torch.int32)
+    above = (logits > threshold).view(torch.uint8)
+    if above.shape[-1] < 2**15:
+        return above.sum(-1, dtype=torch.int16).sum(-1, dtype=torch.int32)
+    return above.flatten(-2).sum(-1, dtype=torch.int32)
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
