@@ -76,6 +76,18 @@ def test_fast_decoder_matches_transformers_forward(segmenter: Segmenter, kind: s
         torch.testing.assert_close(ours, theirs, rtol=0, atol=TOLERANCE, msg=name)
 
 
+def test_chunk_sizes_do_not_change_the_result(segmenter: Segmenter) -> None:
+    inputs = _prompts(segmenter, "grid")
+    sparse = segmenter._sparse_embeddings(inputs)
+    whole = FastMaskDecoder(segmenter.model, chunk_size=64, upscale_chunk_size=64)(segmenter._embedding, sparse)
+    pieces = FastMaskDecoder(segmenter.model, chunk_size=2, upscale_chunk_size=1)(segmenter._embedding, sparse)
+    for ours, theirs in zip(pieces, whole):  # matrix products blocked differently: rounding only
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=TOLERANCE)
+    assert FastMaskDecoder(segmenter.model).chunk_size == 4  # a CPU model: small chunks (page faults)
+    with pytest.raises(ValueError, match="positive"):
+        FastMaskDecoder(segmenter.model, chunk_size=0)
+
+
 def test_decode_above_equals_filtering_the_full_decode(segmenter: Segmenter) -> None:
     inputs = _prompts(segmenter, "grid")
     sparse = segmenter._sparse_embeddings(inputs)

@@ -34,13 +34,17 @@ from relate_anything.sam.ops import (
     remove_duplicate_masks,
     stability_score,
 )
-from relate_anything.sam.transforms import apply_coords, postprocess_logits, preprocess
+from relate_anything.sam.transforms import apply_coords, postprocess_logits, preprocess, preprocess_shape
 
 __all__ = ["DecoderOutput", "ImageEmbedding", "SegmentationResult", "Segmenter", "capture_mask_tokens"]
 
-# Masks upsampled to full resolution at once; bounds the transient [chunk, 1024, 1024] float buffer
-# (256 MiB in float32) independently of points_per_batch.
+# Masks upsampled to full resolution at once on a GPU; bounds the transient [chunk, 1024, 1024]
+# float buffer (256 MiB in float32) independently of points_per_batch.
 _UPSAMPLE_CHUNK = 64
+# On a CPU, chunks are sized to ~16 MiB of logits instead: every fresh allocation above glibc's
+# mmap threshold (at most 32 MiB) is paid again in page faults, which made the full-resolution
+# stability pass twice as slow in chunks of 64 masks as in chunks of 2 to 4.
+_CPU_UPSAMPLE_BYTES = 16 << 20
 
 Index = int | slice | Sequence[int] | np.ndarray | torch.Tensor
 
@@ -246,7 +250,8 @@ class Segmenter:
         decoder: "fast" decodes prompts with `FastMaskDecoder` (same weights and outputs, without
             a copy of the image embedding per prompt, and segment_everything never upscales
             masks that the predicted-IoU filter drops); "transformers" calls SamModel's forward.
-        decoder_chunk_size: prompts the fast decoder processes together (memory vs speed).
+        decoder_chunk_size: prompts the fast decoder processes together (memory vs speed;
+            default by device, see `FastMaskDecoder`).
 
     Example:
         >>> segmenter = Segmenter.from_pretrained("facebook/sam-vit-huge", device="cuda")
@@ -270,7 +275,7 @@ class Segmenter:
         min_mask_area: int = 0,
         embedding_cache_size: int = 1,
         decoder: str = "fast",
-        decoder_chunk_size: int = 64,
+        decoder_chunk_size: int | None = None,
     ) -> None:
         if points_per_side < 1 or points_per_batch < 1:
             raise ValueError("points_per_side and points_per_batch must be positive")
@@ -447,9 +452,18 @@ class Segmenter:
         """
         chunks = [
             postprocess_logits(chunk[:, None], self.original_size, self.image_size)[:, 0]
-            for chunk in low_res_logits.split(_UPSAMPLE_CHUNK)
+            for chunk in low_res_logits.split(self._upsample_chunk())
         ]
         return torch.cat(chunks) if chunks else low_res_logits.new_zeros(0, *self.original_size)
+
+    def _upsample_chunk(self) -> int:
+        """Masks upsampled to full resolution together (see _UPSAMPLE_CHUNK, _CPU_UPSAMPLE_BYTES)."""
+        if self.device.type != "cpu":
+            return _UPSAMPLE_CHUNK
+        height, width = self.original_size
+        input_h, input_w = preprocess_shape(height, width, self.image_size)
+        largest = max(height * width, input_h * input_w)  # the output of either upsampling step
+        return max(1, _CPU_UPSAMPLE_BYTES // (4 * largest))
 
     # ------------------------------------------------------------------------------------------
     # Automatic segmentation
@@ -552,7 +566,7 @@ class Segmenter:
         The full-resolution logits are transient: only the low-resolution ones are kept.
         """
         scores, boxes = [], []
-        for chunk in low_res_logits.split(_UPSAMPLE_CHUNK):
+        for chunk in low_res_logits.split(self._upsample_chunk()):
             logits = self.upscale_logits(chunk)
             scores.append(stability_score(logits, self.mask_threshold, self.stability_score_offset))
             boxes.append(boxes_from_logits(logits, self.mask_threshold))
