@@ -41,6 +41,15 @@ def test_torch_masks_encode_like_numpy_masks():
     assert encode_masks(torch.zeros(0, 31, 20, dtype=torch.bool)) == []
 
 
+def test_masks_are_encoded_a_few_at_a_time(monkeypatch):
+    import relate_anything.scene_graph as scene_graph
+
+    masks = np.random.default_rng(3).random((7, 12, 10)) > 0.5
+    expected = encode_masks(masks)
+    monkeypatch.setattr(scene_graph, "_ENCODE_CHUNK_BYTES", 2 * 12 * 10)  # chunks of 2 masks
+    assert encode_masks(masks) == encode_masks(torch.from_numpy(masks)) == expected
+
+
 def test_from_masks_with_more_than_255_masks():
     masks = np.zeros((300, 8, 9), dtype=bool)
     for i in range(300):

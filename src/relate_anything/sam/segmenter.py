@@ -456,6 +456,17 @@ class Segmenter:
         ]
         return torch.cat(chunks) if chunks else low_res_logits.new_zeros(0, *self.original_size)
 
+    def upscale_masks(self, low_res_logits: torch.Tensor) -> torch.Tensor:
+        """[N, 256, 256] decoder logits -> [N, H, W] bool masks (logits > mask_threshold).
+
+        Thresholded chunk by chunk, so the full-resolution float logits of only one chunk exist.
+        """
+        chunks = [
+            postprocess_logits(chunk[:, None], self.original_size, self.image_size)[:, 0] > self.mask_threshold
+            for chunk in low_res_logits.split(self._upsample_chunk())
+        ]
+        return torch.cat(chunks) if chunks else torch.zeros(0, *self.original_size, dtype=torch.bool, device=self.device)
+
     def _upsample_chunk(self) -> int:
         """Masks upsampled to full resolution together (see _UPSAMPLE_CHUNK, _CPU_UPSAMPLE_BYTES)."""
         if self.device.type != "cpu":
@@ -505,7 +516,7 @@ class Segmenter:
         candidates = candidates[nms(candidates.boxes, candidates.iou_predictions, self.box_nms_thresh)]
         # Candidates keep 256x256 logits only; full-resolution masks are rebuilt for NMS survivors,
         # so memory does not grow with the image size times the number of rejected masks.
-        masks = self.upscale_logits(candidates.low_res_logits) > self.mask_threshold
+        masks = self.upscale_masks(candidates.low_res_logits)
         # Masks are ordered by decreasing area either way; a mask IoU is at most 1, so a
         # threshold above 1 removes nothing and the pairwise intersections are not computed.
         if self.duplicate_iou_thresh <= 1.0:
