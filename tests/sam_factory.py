@@ -83,6 +83,12 @@ def _draw(module: nn.Module, name: str, parameter: torch.Tensor, generator: torc
     return noise  # nn.Embedding weights (tokens, point embeddings), positional Gaussian matrix
 
 
+def write_original(model: SamModel, path: Path) -> Path:
+    """Save `model`'s weights in segment-anything's layout (what its builders load)."""
+    torch.save(hf_to_original_state_dict(model), path)
+    return path
+
+
 def write_sam_files(encoder: dict, directory: Path, seed: int = 0) -> SamFiles:
     """Save `random_sam(encoder, seed)` as a transformers folder and as original-layout files."""
     model = random_sam(encoder, seed)

@@ -434,3 +434,13 @@ def test_category_ids_match_readable_labels():
         report = evaluate([replace(prediction.with_relations([relation]), image_id="1")], [truth])
         assert report["sgdet"]["R@20"] == recall
         assert report["pq"]["PQ"] == pytest.approx(pq)
+
+
+def test_areas_of_more_than_255_masks():
+    from relate_anything.evaluation.masks import areas
+
+    masks = np.zeros((300, 6, 5), dtype=bool)
+    for i in range(300):
+        masks[i].flat[: i % 30] = True
+    rles = coco_rles(encode_masks(masks))
+    assert areas(rles).tolist() == [i % 30 for i in range(300)]

@@ -120,3 +120,28 @@ def test_batch_names_arrays_by_the_files_given(pipeline, dog_jpg):
     assert [g.file for g in pipeline.batch([pixels, pixels], files=["a.jpg", None])] == ["a.jpg", None]
     with pytest.raises(ValueError, match="file names"):
         pipeline.batch([pixels], files=["a.jpg", "b.jpg"])
+
+
+def test_stream_yields_the_batch_graphs_in_order(pipeline, images_dir):
+    photos = sorted(images_dir.glob("*.jpg"))[:3]
+    pipeline.segmenter.reset_image()
+    batched = pipeline.batch(photos, top_k=5)
+    pipeline.segmenter.reset_image()
+    streamed = list(pipeline.stream(iter(photos), batch_size=2, top_k=5))  # batches of 2 and 1
+    assert [g.file for g in streamed] == [p.name for p in photos]
+    for graph, expected in zip(streamed, batched):
+        assert [s.mask for s in graph.segments] == [s.mask for s in expected.segments]
+        assert [(r.subject, r.predicate_id, r.object) for r in graph.relations] == [
+            (r.subject, r.predicate_id, r.object) for r in expected.relations
+        ]
+
+
+def test_stream_reports_an_unreadable_photo(pipeline, images_dir, tmp_path):
+    from relate_anything.errors import ImageError
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(ImageError):
+        list(pipeline.stream([broken], batch_size=1))
+    with pytest.raises(ValueError, match="batch_size"):
+        list(pipeline.stream([broken], batch_size=0))

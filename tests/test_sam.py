@@ -214,6 +214,33 @@ def test_nms_matches_python_loop(threshold: float) -> None:
     assert ops.nms(boxes, scores, threshold).tolist() == expected
 
 
+def _loop_suppression(suppresses: torch.Tensor) -> list[bool]:
+    """The greedy definition, one candidate at a time in rank order."""
+    kept: list[int] = []
+    for j in range(len(suppresses)):
+        if not any(bool(suppresses[i, j]) for i in kept):
+            kept.append(j)
+    return [j in kept for j in range(len(suppresses))]
+
+
+@pytest.mark.parametrize("density", [0.0, 0.02, 0.1, 0.5, 1.0])
+def test_greedy_suppression_equals_the_sequential_definition(density: float) -> None:
+    generator = torch.Generator().manual_seed(int(density * 100))
+    suppresses = torch.rand(150, 150, generator=generator) < density  # not symmetric: any relation
+    assert ops.greedy_suppression(suppresses).tolist() == _loop_suppression(suppresses)
+
+
+@pytest.mark.parametrize("max_rounds", [64, 3])
+def test_greedy_suppression_on_a_long_chain(max_rounds: int) -> None:
+    """Each candidate can only suppress the next: kept, removed, kept, ... A chain longer than
+    max_rounds is finished one candidate at a time, with the same answer."""
+    n = 101
+    chain = torch.zeros(n, n, dtype=torch.bool)
+    chain[torch.arange(n - 1), torch.arange(1, n)] = True
+    kept = ops.greedy_suppression(chain, max_rounds=max_rounds)
+    assert kept.tolist() == [i % 2 == 0 for i in range(n)] == _loop_suppression(chain)
+
+
 def test_remove_duplicate_masks_matches_python_loop() -> None:
     generator = torch.Generator().manual_seed(2)
     base = torch.rand(12, 20, 30, generator=generator) > 0.5
@@ -256,6 +283,37 @@ def test_stability_score_definition() -> None:
     logits = torch.tensor([[[-2.0, -0.5], [0.5, 2.0]], [[3.0, 3.0], [3.0, -3.0]]])
     # mask 0: > 1 -> 1 pixel, > -1 -> 3 pixels; mask 1: 3 and 3
     assert ops.stability_score(logits, 0.0, 1.0).tolist() == pytest.approx([1 / 3, 1.0])
+
+
+def test_stability_score_counts_like_a_plain_sum() -> None:
+    logits = torch.randn(3, 37, 53, generator=torch.Generator().manual_seed(5)) * 2
+    high = (logits > 0.5).sum((1, 2), dtype=torch.int64)
+    low = (logits > -1.5).sum((1, 2), dtype=torch.int64)
+    assert torch.equal(ops.stability_score(logits, -0.5, 1.0), high.float() / low.float())
+    wide = torch.randn(2, 2, 40_000, generator=torch.Generator().manual_seed(8))  # rows too wide for int16
+    assert torch.equal(ops.stability_score(wide, 0.0, 1.0), (wide > 1).sum((1, 2)).float() / (wide > -1).sum((1, 2)).float())
+
+
+def test_boxes_from_logits_equal_boxes_of_thresholded_masks() -> None:
+    logits = torch.randn(8, 23, 31, generator=torch.Generator().manual_seed(6)) - 2.5  # sparse masks
+    logits[0] = -5  # an empty mask
+    for threshold in (0.0, 0.7):
+        assert torch.equal(ops.boxes_from_logits(logits, threshold), ops.masks_to_boxes(logits > threshold))
+    assert ops.boxes_from_logits(logits[:0], 0.0).shape == (0, 4)
+
+
+@pytest.mark.parametrize("size", [(534, 800), (800, 534), (1500, 2250), (480, 640), (1024, 1024), (7, 1999), (333, 1024)])
+def test_postprocess_computes_only_the_kept_rows_bit_for_bit(size: tuple[int, int]) -> None:
+    """Upsampling only the un-padded corner equals upsampling everything and cropping."""
+    from relate_anything.sam.transforms import postprocess_logits
+
+    low = torch.randn(2, 1, 256, 256, generator=torch.Generator().manual_seed(7)) * 4
+    input_h, input_w = preprocess_shape(*size)
+    full = torch.nn.functional.interpolate(low, (1024, 1024), mode="bilinear", align_corners=False)
+    expected = torch.nn.functional.interpolate(
+        full[..., :input_h, :input_w], size, mode="bilinear", align_corners=False
+    )
+    assert torch.equal(postprocess_logits(low, size), expected)
 
 
 def test_point_grid_matches_segment_anything_formula() -> None:
@@ -303,6 +361,7 @@ def test_captured_tokens_are_the_decoders_own_tokens(segmenter: Segmenter) -> No
 
 
 def test_decode_picks_the_token_of_each_returned_mask(segmenter: Segmenter) -> None:
+    segmenter = _configure(segmenter, decoder="transformers")  # the path that reads tokens by hook
     points, labels = torch.tensor([[[300.0, 250.0]]]), torch.tensor([[1]])
     with capture_mask_tokens(segmenter.model) as tokens:
         multi = segmenter.decode(points, labels, multimask_output=True)
@@ -378,6 +437,14 @@ def test_each_stage_removes_masks(segmenter: Segmenter, unfiltered: Segmentation
     small_removed = _configure(segmenter, **(OPEN | {"min_mask_area": median_area})).segment_everything()
     assert 0 < len(small_removed) < len(unfiltered)
     assert torch.all(small_removed.masks.flatten(1).sum(1) >= median_area)
+
+
+def test_duplicate_removal_above_one_keeps_every_mask_in_area_order(unfiltered: SegmentationResult) -> None:
+    """A mask IoU is at most 1: with a threshold above 1 the pairwise intersections are skipped,
+    and the result is what computing them gives."""
+    assert ops.remove_duplicate_masks(unfiltered.masks, 1.01).tolist() == list(range(len(unfiltered)))
+    areas = unfiltered.masks.flatten(1).sum(1)
+    assert torch.all(areas[:-1] >= areas[1:])
 
 
 def _keys(result: SegmentationResult) -> set[tuple[float, ...]]:

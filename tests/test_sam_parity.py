@@ -3,7 +3,8 @@
 The same random weights are saved in the original layout by our converter (in reverse); the
 official builder loads that file with a strict `load_state_dict`, so a wrong key mapping fails
 there. Then the same photo and prompts go through both, and logits, IoU predictions and mask
-tokens must agree to 1e-4 in float32.
+tokens must agree to 1e-4 in float32, with either of our mask decoders ("fast", the default, and
+transformers' forward).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from PIL import Image
 
 from relate_anything.sam import Segmenter, load_sam
+from relate_anything.sam.segmenter import DECODERS
 from relate_anything.sam.transforms import preprocess
 from sam_factory import TINY_ENCODER, VIT_B_ENCODER, SamFiles, write_sam_files
 
@@ -125,9 +127,10 @@ def compare_prompts(segmenter: Segmenter, image: np.ndarray, reference: dict[str
     return diffs
 
 
-def test_prompted_outputs_match_official(tiny, image: np.ndarray) -> None:
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_prompted_outputs_match_official(tiny, image: np.ndarray, decoder: str) -> None:
     files, reference = tiny
-    diffs = compare_prompts(Segmenter(load_sam(files.original_pth)), image, reference)
+    diffs = compare_prompts(Segmenter(load_sam(files.original_pth), decoder=decoder), image, reference)
     print(json.dumps(diffs, indent=1))
     assert diffs["input"] == 0.0  # preprocessing is bit-exact
     assert max(diffs.values()) <= TOLERANCE, diffs
@@ -146,11 +149,14 @@ def test_segment_prompts_masks_and_features_match_official(tiny, image: np.ndarr
     assert _max_diff(result.features[0], reference["points_multimask/mask_tokens"][1 + best]) <= TOLERANCE
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("generator", GENERATORS)
-def test_segment_everything_matches_official_generator(tiny, image: np.ndarray, generator: str) -> None:
+def test_segment_everything_matches_official_generator(tiny, image: np.ndarray, generator: str, decoder: str) -> None:
     """Our grid, filters and NMS against SamAutomaticMaskGenerator (RAM's de-duplication off)."""
     files, reference = tiny
-    segmenter = Segmenter(load_sam(files.original_pth), duplicate_iou_thresh=1.01, **GENERATORS[generator])
+    segmenter = Segmenter(
+        load_sam(files.original_pth), duplicate_iou_thresh=1.01, decoder=decoder, **GENERATORS[generator]
+    )
     segmenter.set_image(image)
     ours = segmenter.segment_everything()
     keys = ("masks", "predicted_iou", "stability_score", "point_coords", "bbox")

@@ -32,6 +32,32 @@ def test_rle_round_trip_is_exact():
     assert all(np.array_equal(decode_mask(r), m) for r, m in zip(rles, masks))
 
 
+def test_torch_masks_encode_like_numpy_masks():
+    """Tensors are transposed to COCO's column order on their device; the RLE is the same."""
+    masks = np.random.default_rng(2).random((5, 31, 20)) > 0.3
+    expected = encode_masks(masks)
+    assert encode_masks(torch.from_numpy(masks)) == expected
+    assert encode_masks(torch.from_numpy(masks).to(torch.uint8)) == expected
+    assert encode_masks(torch.zeros(0, 31, 20, dtype=torch.bool)) == []
+
+
+def test_masks_are_encoded_a_few_at_a_time(monkeypatch):
+    import relate_anything.scene_graph as scene_graph
+
+    masks = np.random.default_rng(3).random((7, 12, 10)) > 0.5
+    expected = encode_masks(masks)
+    monkeypatch.setattr(scene_graph, "_ENCODE_CHUNK_BYTES", 2 * 12 * 10)  # chunks of 2 masks
+    assert encode_masks(masks) == encode_masks(torch.from_numpy(masks)) == expected
+
+
+def test_from_masks_with_more_than_255_masks():
+    masks = np.zeros((300, 8, 9), dtype=bool)
+    for i in range(300):
+        masks[i].flat[: 1 + i % 72] = True
+    graph = SceneGraph.from_masks(masks, np.ones(300))
+    assert [s.area for s in graph.segments] == [1 + i % 72 for i in range(300)]
+
+
 def test_from_masks_boxes_areas_and_torch_input():
     masks = torch.zeros(2, 10, 12, dtype=torch.bool)
     masks[0, 2:5, 3:8] = True

@@ -16,7 +16,8 @@ come first; automatic masks that duplicate one of them are dropped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -153,13 +154,43 @@ class RelateAnything:
         if files is not None and len(files) != len(images):
             raise ValueError(f"{len(files)} file names for {len(images)} images")
         names = list(files) if files is not None else [None] * len(images)
-        names = [name or (Path(image).name if isinstance(image, (str, Path)) else None) for name, image in zip(names, images)]
-        pixels = [load_image(image) for image in images]
-        graphs = []
-        for photo, embedding, name in zip(pixels, self.segmenter.embed_images(pixels), names):
-            self.segmenter.set_embedding(embedding)
-            graphs.append(self._graph(photo, top_k=top_k, file=name))
-        return graphs
+        names = [name or _file_name(image) for name, image in zip(names, images)]
+        return list(self._graphs([load_image(image) for image in images], names, top_k=top_k))
+
+    def _graphs(self, pixels: list[np.ndarray], names: list[str | None], *, top_k: int | None) -> Iterator[SceneGraph]:
+        """Graphs of decoded photos, their image encodings computed as one batch."""
+        with torch.inference_mode():
+            embeddings = self.segmenter.embed_images(pixels)
+        for photo, embedding, name in zip(pixels, embeddings, names):
+            with torch.inference_mode():
+                self.segmenter.set_embedding(embedding)
+                graph = self._graph(photo, top_k=top_k, file=name)
+            yield graph
+
+    def stream(
+        self,
+        images: Iterable[str | Path | np.ndarray],
+        *,
+        batch_size: int = 8,
+        top_k: int | None = None,
+    ) -> Iterator[SceneGraph]:
+        """Relate anything in many photos, `batch_size` at a time, yielding graphs in order.
+
+        While one batch is on the model, a background thread reads and decodes the next one, so
+        JPEG decoding overlaps with GPU work. Each graph equals `pipeline(image)`'s; arrays are
+        named None, paths by their file name.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be positive")
+        batches = _batched(images, batch_size)
+        with ThreadPoolExecutor(max_workers=1) as loader:
+            pending = loader.submit(_load_batch, next(batches, None))
+            while True:
+                loaded = pending.result()
+                if loaded is None:
+                    return
+                pending = loader.submit(_load_batch, next(batches, None))
+                yield from self._graphs(*loaded, top_k=top_k)
 
     def _check_request(self, pixels: np.ndarray, *, point, box, find, examples) -> None:
         _check_prompt(point, box, width=pixels.shape[1], height=pixels.shape[0])
@@ -303,6 +334,28 @@ class RelateAnything:
                 triplets.scores.tolist(),
             )
         ]
+
+
+def _file_name(image: str | Path | np.ndarray) -> str | None:
+    return Path(image).name if isinstance(image, (str, Path)) else None
+
+
+def _batched(images: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for image in images:
+        batch.append(image)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _load_batch(images: list | None) -> tuple[list[np.ndarray], list[str | None]] | None:
+    """Decoded photos and file names of a batch (run on the loader thread); None at the end."""
+    if images is None:
+        return None
+    return [load_image(image) for image in images], [_file_name(image) for image in images]
 
 
 def _with_names(graph: SceneGraph, names: list[str | None], scores: list[float | None]) -> SceneGraph:

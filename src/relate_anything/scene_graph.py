@@ -34,18 +34,36 @@ if TYPE_CHECKING:
 
 SCHEMA = "relate-anything/scene-graph/v1"
 
+# Masks are run-length encoded ~16 MiB at a time: on CPUs, large fresh buffers cost more in page
+# faults than the copy into COCO's column order.
+_ENCODE_CHUNK_BYTES = 16 << 20
+
 
 class SceneGraphFormatError(RelateAnythingError):
     """A scene-graph JSON that does not follow the schema."""
 
 
-def encode_masks(masks: np.ndarray) -> list[dict[str, Any]]:
-    """Run-length encode boolean masks [N, H, W] as COCO RLE dicts with str counts."""
+def encode_masks(masks: np.ndarray | torch.Tensor) -> list[dict[str, Any]]:
+    """Run-length encode boolean masks [N, H, W] as COCO RLE dicts with str counts.
+
+    `masks` may be a numpy array or a torch tensor on any device; a tensor is put in COCO's
+    column-major order on its own device (a GPU transposes it for free), then copied once.
+    """
     if masks.ndim != 3:
-        raise ValueError(f"masks must be [N, H, W], got shape {masks.shape}")
-    fortran = np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8))
-    encoded = coco_mask.encode(fortran) if len(masks) else []
+        raise ValueError(f"masks must be [N, H, W], got shape {tuple(masks.shape)}")
+    if not len(masks):
+        return []
+    step = max(1, _ENCODE_CHUNK_BYTES // max(1, masks.shape[1] * masks.shape[2]))
+    encoded = [rle for start in range(0, len(masks), step) for rle in coco_mask.encode(_column_major_uint8(masks[start : start + step]))]
     return [{"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in encoded]
+
+
+def _column_major_uint8(masks: np.ndarray | torch.Tensor) -> np.ndarray:
+    """[N, H, W] masks as the Fortran-ordered [H, W, N] uint8 array pycocotools encodes."""
+    if hasattr(masks, "detach"):
+        columns = masks.detach().bool().transpose(1, 2).contiguous().cpu().numpy()  # [N, W, H]
+        return columns.view(np.uint8).transpose(2, 1, 0)  # [H, W, N], Fortran order without a copy
+    return np.asfortranarray(np.asarray(masks).transpose(1, 2, 0).astype(np.uint8))
 
 
 def decode_mask(rle: dict[str, Any]) -> np.ndarray:
@@ -221,13 +239,14 @@ class SceneGraph:
         Masks may live on any torch device: they are moved to the CPU and run-length encoded here,
         at the very end of the pipeline. Segment ids are 0..N-1 in the given order.
         """
-        masks_np = _to_numpy(masks).astype(bool, copy=False)
+        if not hasattr(masks, "detach"):
+            masks = np.asarray(masks).astype(bool, copy=False)
         scores_np = _to_numpy(scores).astype(np.float64).reshape(-1)
-        if masks_np.ndim != 3 or len(masks_np) != len(scores_np):
-            raise ValueError(f"expected masks [N, H, W] and scores [N], got {masks_np.shape} and {scores_np.shape}")
+        if masks.ndim != 3 or len(masks) != len(scores_np):
+            raise ValueError(f"expected masks [N, H, W] and scores [N], got {tuple(masks.shape)} and {scores_np.shape}")
         features_np = None if features is None else _to_numpy(features).astype(np.float32)
-        rles = encode_masks(masks_np)
-        areas = coco_mask.area([_coco_rle(r) for r in rles]) if rles else []
+        rles = encode_masks(masks)
+        areas = _areas([_coco_rle(r) for r in rles])
         boxes_xywh = coco_mask.toBbox([_coco_rle(r) for r in rles]) if rles else []
         segments = []
         for index, rle in enumerate(rles):
@@ -245,7 +264,7 @@ class SceneGraph:
                     feature=None if features_np is None else features_np[index],
                 )
             )
-        height, width = masks_np.shape[1:] if masks_np.ndim == 3 else (0, 0)
+        height, width = masks.shape[1:]
         return cls(width=int(width), height=int(height), segments=segments, file=file)
 
     def with_relations(self, relations: list[Relation]) -> SceneGraph:
@@ -367,6 +386,13 @@ class SceneGraph:
                 rank=rank,
             )
         return graph
+
+
+def _areas(rles: list[dict[str, Any]]) -> np.ndarray:
+    """Pixel counts of COCO RLEs. pycocotools' `area` builds a uint8 array from the number of
+    masks (numpy 2 refuses more than 255), so it is called on at most 255 at a time."""
+    chunks = [coco_mask.area(rles[start : start + 255]) for start in range(0, len(rles), 255)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint32)
 
 
 def _coco_rle(rle: dict[str, Any]) -> dict[str, Any]:

@@ -55,7 +55,10 @@ def areas(rles: Sequence[Rle]) -> np.ndarray:
     """Pixel count of each mask, int64 [N]."""
     if not len(rles):
         return np.zeros(0, dtype=np.int64)
-    return np.asarray(coco_mask.area(list(rles)), dtype=np.int64).reshape(len(rles))
+    # pycocotools' area builds a uint8 array from the mask count (numpy 2 refuses > 255 masks).
+    rles = list(rles)
+    chunks = [np.asarray(coco_mask.area(rles[i : i + 255]), dtype=np.int64).reshape(-1) for i in range(0, len(rles), 255)]
+    return np.concatenate(chunks)
 
 
 def hidden_parts(rles: Sequence[Rle], priority: np.ndarray) -> list[Rle]:

@@ -25,16 +25,31 @@ from PIL import Image
 from transformers import SamModel
 
 from relate_anything.sam.checkpoint import load_sam
-from relate_anything.sam.ops import build_point_grid, masks_to_boxes, nms, remove_duplicate_masks, stability_score
-from relate_anything.sam.transforms import apply_coords, postprocess_logits, preprocess
+from relate_anything.sam.fast_decoder import FastMaskDecoder
+from relate_anything.sam.ops import (
+    boxes_from_logits,
+    build_point_grid,
+    masks_to_boxes,
+    nms,
+    remove_duplicate_masks,
+    stability_score,
+)
+from relate_anything.sam.transforms import apply_coords, postprocess_logits, preprocess, preprocess_shape
 
 __all__ = ["DecoderOutput", "ImageEmbedding", "SegmentationResult", "Segmenter", "capture_mask_tokens"]
 
-# Masks upsampled to full resolution at once; bounds the transient [chunk, 1024, 1024] float buffer
-# (256 MiB in float32) independently of points_per_batch.
+# Masks upsampled to full resolution at once on a GPU; bounds the transient [chunk, 1024, 1024]
+# float buffer (256 MiB in float32) independently of points_per_batch.
 _UPSAMPLE_CHUNK = 64
+# On a CPU, chunks are sized to ~16 MiB of logits instead: every fresh allocation above glibc's
+# mmap threshold (at most 32 MiB) is paid again in page faults, which made the full-resolution
+# stability pass twice as slow in chunks of 64 masks as in chunks of 2 to 4.
+_CPU_UPSAMPLE_BYTES = 16 << 20
 
 Index = int | slice | Sequence[int] | np.ndarray | torch.Tensor
+
+# Mask-decoder implementations a `Segmenter` can use (see its `decoder` argument).
+DECODERS = ("fast", "transformers")
 
 
 @dataclass(frozen=True)
@@ -232,6 +247,11 @@ class Segmenter:
         min_mask_area: masks with fewer pixels are dropped.
         embedding_cache_size: embeddings of this many recent photos are kept, so that setting a
             photo again (a second click in the UI) does not encode it again.
+        decoder: "fast" decodes prompts with `FastMaskDecoder` (same weights and outputs, without
+            a copy of the image embedding per prompt, and segment_everything never upscales
+            masks that the predicted-IoU filter drops); "transformers" calls SamModel's forward.
+        decoder_chunk_size: prompts the fast decoder processes together (memory vs speed;
+            default by device, see `FastMaskDecoder`).
 
     Example:
         >>> segmenter = Segmenter.from_pretrained("facebook/sam-vit-huge", device="cuda")
@@ -254,10 +274,16 @@ class Segmenter:
         duplicate_iou_thresh: float = 0.8,
         min_mask_area: int = 0,
         embedding_cache_size: int = 1,
+        decoder: str = "fast",
+        decoder_chunk_size: int | None = None,
     ) -> None:
         if points_per_side < 1 or points_per_batch < 1:
             raise ValueError("points_per_side and points_per_batch must be positive")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         self.model = model.eval()
+        self.decoder = decoder
+        self._fast_decoder = FastMaskDecoder(model, chunk_size=decoder_chunk_size) if decoder == "fast" else None
         self.points_per_side = points_per_side
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
@@ -387,11 +413,27 @@ class Segmenter:
         if point_coords is None and boxes is None:
             raise ValueError("give point_coords and/or boxes")
         inputs = self._prompt_inputs(point_coords, point_labels, boxes)
+        if self._fast_decoder is not None:
+            logits, iou, tokens = self._fast_decoder(
+                self._embedding, self._sparse_embeddings(inputs), multimask_output=multimask_output
+            )
+            return DecoderOutput(logits, iou, tokens)
         with capture_mask_tokens(self.model) as tokens, torch.inference_mode():
             output = self.model(image_embeddings=self._embedding, multimask_output=multimask_output, **inputs)
         mask_tokens = tokens[0][0]  # [B, num_mask_tokens, D]
         mask_tokens = mask_tokens[:, 1:] if multimask_output else mask_tokens[:, :1]
         return DecoderOutput(output.pred_masks[0], output.iou_scores[0], mask_tokens)
+
+    def _sparse_embeddings(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, S, D] prompt-encoder embeddings of `_prompt_inputs` (one image)."""
+        with torch.inference_mode():
+            sparse, _ = self.model.prompt_encoder(
+                input_points=inputs.get("input_points"),
+                input_labels=inputs.get("input_labels"),
+                input_boxes=inputs.get("input_boxes"),
+                input_masks=None,
+            )
+        return sparse[0]
 
     def _prompt_inputs(
         self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None, boxes: torch.Tensor | None
@@ -416,9 +458,29 @@ class Segmenter:
         """
         chunks = [
             postprocess_logits(chunk[:, None], self.original_size, self.image_size)[:, 0]
-            for chunk in low_res_logits.split(_UPSAMPLE_CHUNK)
+            for chunk in low_res_logits.split(self._upsample_chunk())
         ]
         return torch.cat(chunks) if chunks else low_res_logits.new_zeros(0, *self.original_size)
+
+    def upscale_masks(self, low_res_logits: torch.Tensor) -> torch.Tensor:
+        """[N, 256, 256] decoder logits -> [N, H, W] bool masks (logits > mask_threshold).
+
+        Thresholded chunk by chunk, so the full-resolution float logits of only one chunk exist.
+        """
+        chunks = [
+            postprocess_logits(chunk[:, None], self.original_size, self.image_size)[:, 0] > self.mask_threshold
+            for chunk in low_res_logits.split(self._upsample_chunk())
+        ]
+        return torch.cat(chunks) if chunks else torch.zeros(0, *self.original_size, dtype=torch.bool, device=self.device)
+
+    def _upsample_chunk(self) -> int:
+        """Masks upsampled to full resolution together (see _UPSAMPLE_CHUNK, _CPU_UPSAMPLE_BYTES)."""
+        if self.device.type != "cpu":
+            return _UPSAMPLE_CHUNK
+        height, width = self.original_size
+        input_h, input_w = preprocess_shape(height, width, self.image_size)
+        largest = max(height * width, input_h * input_w)  # the output of either upsampling step
+        return max(1, _CPU_UPSAMPLE_BYTES // (4 * largest))
 
     # ------------------------------------------------------------------------------------------
     # Automatic segmentation
@@ -460,37 +522,60 @@ class Segmenter:
         candidates = candidates[nms(candidates.boxes, candidates.iou_predictions, self.box_nms_thresh)]
         # Candidates keep 256x256 logits only; full-resolution masks are rebuilt for NMS survivors,
         # so memory does not grow with the image size times the number of rejected masks.
-        masks = self.upscale_logits(candidates.low_res_logits) > self.mask_threshold
-        keep = remove_duplicate_masks(masks, self.duplicate_iou_thresh)
+        masks = self.upscale_masks(candidates.low_res_logits)
+        # Masks are ordered by decreasing area either way; a mask IoU is at most 1, so a
+        # threshold above 1 removes nothing and the pairwise intersections are not computed.
+        if self.duplicate_iou_thresh <= 1.0:
+            keep = remove_duplicate_masks(masks, self.duplicate_iou_thresh)
+        else:
+            keep = torch.sort(masks.flatten(1).sum(1), descending=True, stable=True).indices
         masks, candidates = masks[keep], candidates[keep]
-        large = masks.flatten(1).sum(1) >= self.min_mask_area
+        if self.min_mask_area > 0:
+            large = masks.flatten(1).sum(1) >= self.min_mask_area
+            masks, candidates = masks[large], candidates[large]
         return SegmentationResult(
-            masks=masks[large],
-            iou_predictions=candidates.iou_predictions[large].float(),
-            stability_scores=candidates.stability_scores[large].float(),
-            boxes=candidates.boxes[large],
-            features=candidates.features[large].float(),
-            point_coords=candidates.point_coords[large].float(),
+            masks=masks,
+            iou_predictions=candidates.iou_predictions.float(),
+            stability_scores=candidates.stability_scores.float(),
+            boxes=candidates.boxes,
+            features=candidates.features.float(),
+            point_coords=candidates.point_coords.float(),
         )
 
     def _grid_batch(self, points: torch.Tensor) -> _Candidates:
         """Decode [P, 2] grid points (original pixels) and apply the per-mask filters."""
-        points = points.to(self.device)
-        labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=self.device)
-        output = self.decode(points[:, None, :], labels, multimask_output=True)
-        # Point-major order, as the original: point 0's 3 masks, then point 1's, ...
-        logits = output.low_res_logits.flatten(0, 1)
-        iou = output.iou_predictions.flatten(0, 1)
-        tokens = output.mask_tokens.flatten(0, 1)
-        point_coords = points.repeat_interleave(output.iou_predictions.shape[1], dim=0)
-        if self.pred_iou_thresh > 0.0:  # filtering first spares upsampling rejected masks
-            keep = iou > self.pred_iou_thresh
-            logits, iou, tokens, point_coords = logits[keep], iou[keep], tokens[keep], point_coords[keep]
+        logits, iou, tokens, point_coords = self._decode_grid(points.to(self.device))
         scores, boxes = self._stability_and_boxes(logits)
         candidates = _Candidates(logits, iou, scores, boxes, tokens, point_coords)
         if self.stability_score_thresh > 0.0:
             candidates = candidates[scores >= self.stability_score_thresh]
         return candidates
+
+    def _decode_grid(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Masks of single-point prompts, 3 per point in point-major order (as the original),
+        less those whose predicted IoU is <= pred_iou_thresh when that is > 0 (as SAM).
+
+        Returns low-res logits [K, 256, 256], predicted IoU [K], mask tokens [K, D] and the
+        prompting point of each mask [K, 2].
+        """
+        labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=self.device)
+        filtered = self.pred_iou_thresh > 0.0
+        if self._fast_decoder is not None and filtered:
+            # Filtering first spares decoding the rejected masks at all.
+            inputs = self._prompt_inputs(points[:, None, :], labels, None)
+            logits, iou, tokens, index = self._fast_decoder.decode_above(
+                self._embedding, self._sparse_embeddings(inputs), self.pred_iou_thresh
+            )
+            return logits, iou, tokens, points[index // 3]
+        output = self.decode(points[:, None, :], labels, multimask_output=True)
+        logits = output.low_res_logits.flatten(0, 1)
+        iou = output.iou_predictions.flatten(0, 1)
+        tokens = output.mask_tokens.flatten(0, 1)
+        point_coords = points.repeat_interleave(output.iou_predictions.shape[1], dim=0)
+        if filtered:  # filtering first spares upsampling rejected masks
+            keep = iou > self.pred_iou_thresh
+            logits, iou, tokens, point_coords = logits[keep], iou[keep], tokens[keep], point_coords[keep]
+        return logits, iou, tokens, point_coords
 
     def _stability_and_boxes(self, low_res_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stability scores [N] and boxes [N, 4] of full-resolution masks, chunk by chunk.
@@ -498,10 +583,10 @@ class Segmenter:
         The full-resolution logits are transient: only the low-resolution ones are kept.
         """
         scores, boxes = [], []
-        for chunk in low_res_logits.split(_UPSAMPLE_CHUNK):
+        for chunk in low_res_logits.split(self._upsample_chunk()):
             logits = self.upscale_logits(chunk)
             scores.append(stability_score(logits, self.mask_threshold, self.stability_score_offset))
-            boxes.append(masks_to_boxes(logits > self.mask_threshold))
+            boxes.append(boxes_from_logits(logits, self.mask_threshold))
         if not scores:
             return low_res_logits.new_zeros(0), low_res_logits.new_zeros(0, 4)
         return torch.cat(scores), torch.cat(boxes)

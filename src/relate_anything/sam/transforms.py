@@ -89,6 +89,15 @@ def postprocess_logits(
         [N, C, H, W] logits in the input dtype.
     """
     input_h, input_w = preprocess_shape(original_size[0], original_size[1], image_size)
-    logits = F.interpolate(low_res_logits, (image_size, image_size), mode="bilinear", align_corners=False)
+    # Only the un-padded part of the image_size² upsampling is kept, so only that part is
+    # computed: upsampling the first rows/columns (one more than needed, so no kept output
+    # reads a clamped border) by the same factor gives the same values bit for bit.
+    low_h, low_w = low_res_logits.shape[-2:]
+    factor_h, factor_w = image_size // low_h, image_size // low_w
+    rows = min(low_h, -(-input_h // factor_h) + 1)
+    cols = min(low_w, -(-input_w // factor_w) + 1)
+    logits = F.interpolate(
+        low_res_logits[..., :rows, :cols], (rows * factor_h, cols * factor_w), mode="bilinear", align_corners=False
+    )
     logits = logits[..., :input_h, :input_w]
     return F.interpolate(logits, original_size, mode="bilinear", align_corners=False)
