@@ -294,6 +294,13 @@ def test_stability_score_counts_like_a_plain_sum() -> None:
     assert torch.equal(ops.stability_score(wide, 0.0, 1.0), (wide > 1).sum((1, 2)).float() / (wide > -1).sum((1, 2)).float())
 
 
+def test_mask_areas_count_pixels() -> None:
+    masks = torch.rand(4, 3, 19, 23, generator=torch.Generator().manual_seed(9)) > 0.4
+    assert torch.equal(ops.mask_areas(masks).long(), masks.sum((-1, -2)))
+    wide = torch.rand(2, 2, 40_000, generator=torch.Generator().manual_seed(10)) > 0.5
+    assert torch.equal(ops.mask_areas(wide).long(), wide.sum((-1, -2)))
+
+
 def test_boxes_from_logits_equal_boxes_of_thresholded_masks() -> None:
     logits = torch.randn(8, 23, 31, generator=torch.Generator().manual_seed(6)) - 2.5  # sparse masks
     logits[0] = -5  # an empty mask

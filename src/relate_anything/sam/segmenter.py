@@ -29,6 +29,7 @@ from relate_anything.sam.fast_decoder import FastMaskDecoder
 from relate_anything.sam.ops import (
     boxes_from_logits,
     build_point_grid,
+    mask_areas,
     masks_to_boxes,
     nms,
     remove_duplicate_masks,
@@ -522,10 +523,10 @@ class Segmenter:
         if self.duplicate_iou_thresh <= 1.0:
             keep = remove_duplicate_masks(masks, self.duplicate_iou_thresh)
         else:
-            keep = torch.sort(masks.flatten(1).sum(1), descending=True, stable=True).indices
+            keep = torch.sort(mask_areas(masks), descending=True, stable=True).indices
         masks, candidates = masks[keep], candidates[keep]
         if self.min_mask_area > 0:
-            large = masks.flatten(1).sum(1) >= self.min_mask_area
+            large = mask_areas(masks) >= self.min_mask_area
             masks, candidates = masks[large], candidates[large]
         return SegmentationResult(
             masks=masks,
