@@ -227,18 +227,22 @@ def _loop_suppression(suppresses: torch.Tensor) -> list[bool]:
 def test_greedy_suppression_equals_the_sequential_definition(density: float) -> None:
     generator = torch.Generator().manual_seed(int(density * 100))
     suppresses = torch.rand(150, 150, generator=generator) < density  # not symmetric: any relation
-    assert ops.greedy_suppression(suppresses).tolist() == _loop_suppression(suppresses)
+    expected = _loop_suppression(suppresses)
+    assert ops.greedy_suppression(suppresses).tolist() == expected
+    upper = suppresses & torch.ones(150, 150, dtype=torch.bool).triu(1)
+    assert ops._suppression_rounds(upper, max_rounds=64).tolist() == expected  # the GPU path
 
 
 @pytest.mark.parametrize("max_rounds", [64, 3])
-def test_greedy_suppression_on_a_long_chain(max_rounds: int) -> None:
+def test_suppression_rounds_on_a_long_chain(max_rounds: int) -> None:
     """Each candidate can only suppress the next: kept, removed, kept, ... A chain longer than
     max_rounds is finished one candidate at a time, with the same answer."""
     n = 101
     chain = torch.zeros(n, n, dtype=torch.bool)
     chain[torch.arange(n - 1), torch.arange(1, n)] = True
-    kept = ops.greedy_suppression(chain, max_rounds=max_rounds)
-    assert kept.tolist() == [i % 2 == 0 for i in range(n)] == _loop_suppression(chain)
+    expected = [i % 2 == 0 for i in range(n)]
+    assert ops._suppression_rounds(chain, max_rounds=max_rounds).tolist() == expected == _loop_suppression(chain)
+    assert ops.greedy_suppression(chain).tolist() == expected
 
 
 def test_remove_duplicate_masks_matches_python_loop() -> None:
