@@ -39,7 +39,7 @@ __all__ = ["FastMaskDecoder"]
 
 # (prompts per chunk, prompts upscaled together). On CPUs, every fresh allocation of more than
 # glibc's mmap threshold (at most 32 MiB) is paid again in page faults, which cost more than the
-# arithmetic of the elementwise steps: chunks whose largest tensors stay around 16 MiB decode
+# arithmetic of the elementwise steps: chunks whose largest tensors stay near 32 MiB decode
 # ~1.6x faster there (5.2 s instead of 8.5-11.6 s for 256 prompts on 2 idle cores; on busy cores
 # smaller chunks lose it again to thread synchronisation). GPUs want large batches.
 _DEFAULT_CHUNKS = {"cpu": (8, 4), "accelerator": (64, 64)}
