@@ -118,3 +118,14 @@ def test_nms_rounds_on_cuda_equal_the_greedy_loop():
     scores = torch.rand(3000, generator=generator)
     for threshold in (0.3, 0.7, 0.95):
         assert torch.equal(ops.nms(boxes.cuda(), scores.cuda(), threshold).cpu(), ops.nms(boxes, scores, threshold))
+
+
+def test_masks_on_cuda_encode_like_masks_on_the_cpu():
+    """RLE of CUDA masks: run boundaries found on the GPU, the same strings as pycocotools'."""
+    from relate_anything.scene_graph import encode_masks
+
+    masks = torch.rand(40, 534, 800, device="cuda") > 0.5
+    masks[0] = False
+    masks[1] = True
+    masks[2, 100:300, 200:500] = True
+    assert encode_masks(masks) == encode_masks(masks.cpu().numpy())
