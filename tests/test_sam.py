@@ -14,7 +14,7 @@ from relate_anything.errors import CheckpointError
 from relate_anything.sam import SegmentationResult, Segmenter, capture_mask_tokens, load_sam
 from relate_anything.sam import ops
 from relate_anything.sam.checkpoint import config_from_original_state_dict, hf_to_original_key
-from relate_anything.sam.transforms import apply_coords, preprocess, preprocess_shape
+from relate_anything.sam.transforms import apply_coords, normalize_and_pad, preprocess, preprocess_shape, resize_longest_side
 from sam_factory import SamFiles, sam_config
 
 # Random weights predict IoU around 0 and unstable masks, so the score filters are off by default.
@@ -574,6 +574,20 @@ def test_embed_images_batches_photos_of_different_sizes(files: SamFiles, image: 
         segmenter.set_embedding(embedding)
         together = segmenter.segment_everything()
         assert torch.equal(alone.masks, together.masks)
+
+
+def test_prepared_photos_embed_like_raw_photos(files: SamFiles, image: np.ndarray) -> None:
+    """`prepare` is the CPU half of embedding (resize, fingerprint): the same inputs and result."""
+    segmenter = Segmenter.from_pretrained(files.folder, embedding_cache_size=0)
+    small = np.ascontiguousarray(image[:300, :200])
+    raw = segmenter.embed_images([image, small])
+    prepared = segmenter.embed_images([segmenter.prepare(image), small])
+    for a, b in zip(raw, prepared):
+        assert torch.equal(a.embedding, b.embedding)
+        assert (a.original_size, a.fingerprint) == (b.original_size, b.fingerprint)
+    assert torch.equal(
+        normalize_and_pad(resize_longest_side(image)), preprocess(image)
+    )  # the two halves make the whole
 
 
 # ---------------------------------------------------------------------------------------------
