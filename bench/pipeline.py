@@ -352,6 +352,7 @@ def main() -> None:
         "points_per_side": args.points_per_side,
         "decoder": args.decoder,
         "reference_python": reference_python,
+        "load_average_at_start": os.getloadavg(),  # other jobs on a shared machine slow both sides
         "variants": {},
     }
     for variant in args.variants.split(","):
@@ -401,6 +402,7 @@ def main() -> None:
                 f"speed-up {entry['speedup']:.2f}x",
                 file=sys.stderr,
             )
+    report["load_average_at_end"] = os.getloadavg()
     table = markdown(report)
     report["markdown"] = table
     print(table)

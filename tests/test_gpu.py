@@ -107,3 +107,25 @@ def test_postprocess_crop_is_exact_on_cuda():
         full = torch.nn.functional.interpolate(low, (1024, 1024), mode="bilinear", align_corners=False)
         expected = torch.nn.functional.interpolate(full[..., :input_h, :input_w], size, mode="bilinear", align_corners=False)
         assert torch.equal(postprocess_logits(low, size), expected)
+
+
+def test_nms_rounds_on_cuda_equal_the_greedy_loop():
+    from relate_anything.sam import ops
+
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(3000, 2, generator=generator) * 800
+    boxes = torch.cat([xy, xy + torch.rand(3000, 2, generator=generator) * 300 + 5], dim=1)
+    scores = torch.rand(3000, generator=generator)
+    for threshold in (0.3, 0.7, 0.95):
+        assert torch.equal(ops.nms(boxes.cuda(), scores.cuda(), threshold).cpu(), ops.nms(boxes, scores, threshold))
+
+
+def test_masks_on_cuda_encode_like_masks_on_the_cpu():
+    """RLE of CUDA masks: run boundaries found on the GPU, the same strings as pycocotools'."""
+    from relate_anything.scene_graph import encode_masks
+
+    masks = torch.rand(40, 534, 800, device="cuda") > 0.5
+    masks[0] = False
+    masks[1] = True
+    masks[2, 100:300, 200:500] = True
+    assert encode_masks(masks) == encode_masks(masks.cpu().numpy())

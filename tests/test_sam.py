@@ -14,7 +14,7 @@ from relate_anything.errors import CheckpointError
 from relate_anything.sam import SegmentationResult, Segmenter, capture_mask_tokens, load_sam
 from relate_anything.sam import ops
 from relate_anything.sam.checkpoint import config_from_original_state_dict, hf_to_original_key
-from relate_anything.sam.transforms import apply_coords, preprocess, preprocess_shape
+from relate_anything.sam.transforms import apply_coords, normalize_and_pad, preprocess, preprocess_shape, resize_longest_side
 from sam_factory import SamFiles, sam_config
 
 # Random weights predict IoU around 0 and unstable masks, so the score filters are off by default.
@@ -227,18 +227,22 @@ def _loop_suppression(suppresses: torch.Tensor) -> list[bool]:
 def test_greedy_suppression_equals_the_sequential_definition(density: float) -> None:
     generator = torch.Generator().manual_seed(int(density * 100))
     suppresses = torch.rand(150, 150, generator=generator) < density  # not symmetric: any relation
-    assert ops.greedy_suppression(suppresses).tolist() == _loop_suppression(suppresses)
+    expected = _loop_suppression(suppresses)
+    assert ops.greedy_suppression(suppresses).tolist() == expected
+    upper = suppresses & torch.ones(150, 150, dtype=torch.bool).triu(1)
+    assert ops._suppression_rounds(upper, max_rounds=64).tolist() == expected  # the GPU path
 
 
 @pytest.mark.parametrize("max_rounds", [64, 3])
-def test_greedy_suppression_on_a_long_chain(max_rounds: int) -> None:
+def test_suppression_rounds_on_a_long_chain(max_rounds: int) -> None:
     """Each candidate can only suppress the next: kept, removed, kept, ... A chain longer than
     max_rounds is finished one candidate at a time, with the same answer."""
     n = 101
     chain = torch.zeros(n, n, dtype=torch.bool)
     chain[torch.arange(n - 1), torch.arange(1, n)] = True
-    kept = ops.greedy_suppression(chain, max_rounds=max_rounds)
-    assert kept.tolist() == [i % 2 == 0 for i in range(n)] == _loop_suppression(chain)
+    expected = [i % 2 == 0 for i in range(n)]
+    assert ops._suppression_rounds(chain, max_rounds=max_rounds).tolist() == expected == _loop_suppression(chain)
+    assert ops.greedy_suppression(chain).tolist() == expected
 
 
 def test_remove_duplicate_masks_matches_python_loop() -> None:
@@ -292,6 +296,13 @@ def test_stability_score_counts_like_a_plain_sum() -> None:
     assert torch.equal(ops.stability_score(logits, -0.5, 1.0), high.float() / low.float())
     wide = torch.randn(2, 2, 40_000, generator=torch.Generator().manual_seed(8))  # rows too wide for int16
     assert torch.equal(ops.stability_score(wide, 0.0, 1.0), (wide > 1).sum((1, 2)).float() / (wide > -1).sum((1, 2)).float())
+
+
+def test_mask_areas_count_pixels() -> None:
+    masks = torch.rand(4, 3, 19, 23, generator=torch.Generator().manual_seed(9)) > 0.4
+    assert torch.equal(ops.mask_areas(masks).long(), masks.sum((-1, -2)))
+    wide = torch.rand(2, 2, 40_000, generator=torch.Generator().manual_seed(10)) > 0.5
+    assert torch.equal(ops.mask_areas(wide).long(), wide.sum((-1, -2)))
 
 
 def test_boxes_from_logits_equal_boxes_of_thresholded_masks() -> None:
@@ -563,6 +574,20 @@ def test_embed_images_batches_photos_of_different_sizes(files: SamFiles, image: 
         segmenter.set_embedding(embedding)
         together = segmenter.segment_everything()
         assert torch.equal(alone.masks, together.masks)
+
+
+def test_prepared_photos_embed_like_raw_photos(files: SamFiles, image: np.ndarray) -> None:
+    """`prepare` is the CPU half of embedding (resize, fingerprint): the same inputs and result."""
+    segmenter = Segmenter.from_pretrained(files.folder, embedding_cache_size=0)
+    small = np.ascontiguousarray(image[:300, :200])
+    raw = segmenter.embed_images([image, small])
+    prepared = segmenter.embed_images([segmenter.prepare(image), small])
+    for a, b in zip(raw, prepared):
+        assert torch.equal(a.embedding, b.embedding)
+        assert (a.original_size, a.fingerprint) == (b.original_size, b.fingerprint)
+    assert torch.equal(
+        normalize_and_pad(resize_longest_side(image)), preprocess(image)
+    )  # the two halves make the whole
 
 
 # ---------------------------------------------------------------------------------------------

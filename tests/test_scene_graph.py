@@ -41,6 +41,22 @@ def test_torch_masks_encode_like_numpy_masks():
     assert encode_masks(torch.zeros(0, 31, 20, dtype=torch.bool)) == []
 
 
+@pytest.mark.parametrize("shape", [(6, 17, 23), (3, 1, 9), (2, 9, 1), (2, 1, 1)])
+def test_run_lengths_found_on_the_device_encode_like_pycocotools(shape):
+    """The GPU path of encode_masks, run here on CPU tensors: same RLE strings."""
+    from pycocotools import mask as coco_mask
+
+    from relate_anything.scene_graph import _device_run_lengths
+
+    masks = np.random.default_rng(4).random(shape) > 0.5
+    masks[0] = False  # starts with 0s, one run
+    masks[1] = True  # starts with a 1: a leading 0-length run
+    height, width = shape[1:]
+    runs = [{"size": [height, width], "counts": counts} for counts in _device_run_lengths(torch.from_numpy(masks))]
+    encoded = [r["counts"].decode("ascii") for r in coco_mask.frPyObjects(runs, height, width)]
+    assert encoded == [r["counts"] for r in encode_masks(masks)]
+
+
 def test_masks_are_encoded_a_few_at_a_time(monkeypatch):
     import relate_anything.scene_graph as scene_graph
 

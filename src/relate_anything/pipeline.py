@@ -29,6 +29,7 @@ from relate_anything.errors import RelateAnythingError
 from relate_anything.image_io import load_image
 from relate_anything.ram import RelationHead, relate
 from relate_anything.sam import SegmentationResult, Segmenter, load_sam
+from relate_anything.sam.segmenter import PreparedImage
 from relate_anything.naming import Detector, Labeler, Vocabulary, find_segments, segments_from_detections
 from relate_anything.sam.ops import mask_intersections
 from relate_anything.seggpt import Example, ExampleSegmenter, example_segments
@@ -157,10 +158,17 @@ class RelateAnything:
         names = [name or _file_name(image) for name, image in zip(names, images)]
         return list(self._graphs([load_image(image) for image in images], names, top_k=top_k))
 
-    def _graphs(self, pixels: list[np.ndarray], names: list[str | None], *, top_k: int | None) -> Iterator[SceneGraph]:
+    def _graphs(
+        self,
+        pixels: list[np.ndarray],
+        names: list[str | None],
+        prepared: list[PreparedImage] | None = None,
+        *,
+        top_k: int | None,
+    ) -> Iterator[SceneGraph]:
         """Graphs of decoded photos, their image encodings computed as one batch."""
         with torch.inference_mode():
-            embeddings = self.segmenter.embed_images(pixels)
+            embeddings = self.segmenter.embed_images(prepared or pixels)
         for photo, embedding, name in zip(pixels, embeddings, names):
             with torch.inference_mode():
                 self.segmenter.set_embedding(embedding)
@@ -176,21 +184,28 @@ class RelateAnything:
     ) -> Iterator[SceneGraph]:
         """Relate anything in many photos, `batch_size` at a time, yielding graphs in order.
 
-        While one batch is on the model, a background thread reads and decodes the next one, so
-        JPEG decoding overlaps with GPU work. Each graph equals `pipeline(image)`'s; arrays are
+        While one batch is on the model, a background thread reads, decodes and resizes the next
+        one (`Segmenter.prepare`), so that CPU work overlaps with GPU work. Each graph equals `pipeline(image)`'s; arrays are
         named None, paths by their file name.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
         batches = _batched(images, batch_size)
         with ThreadPoolExecutor(max_workers=1) as loader:
-            pending = loader.submit(_load_batch, next(batches, None))
+            pending = loader.submit(self._load_batch, next(batches, None))
             while True:
                 loaded = pending.result()
                 if loaded is None:
                     return
-                pending = loader.submit(_load_batch, next(batches, None))
+                pending = loader.submit(self._load_batch, next(batches, None))
                 yield from self._graphs(*loaded, top_k=top_k)
+
+    def _load_batch(self, images: list | None) -> tuple[list[np.ndarray], list[str | None], list[PreparedImage]] | None:
+        """Decoded photos, file names and encoder-ready photos of a batch (loader thread)."""
+        if images is None:
+            return None
+        pixels = [load_image(image) for image in images]
+        return pixels, [_file_name(image) for image in images], [self.segmenter.prepare(p) for p in pixels]
 
     def _check_request(self, pixels: np.ndarray, *, point, box, find, examples) -> None:
         _check_prompt(point, box, width=pixels.shape[1], height=pixels.shape[0])
@@ -349,13 +364,6 @@ def _batched(images: Iterable, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
-
-
-def _load_batch(images: list | None) -> tuple[list[np.ndarray], list[str | None]] | None:
-    """Decoded photos and file names of a batch (run on the loader thread); None at the end."""
-    if images is None:
-        return None
-    return [load_image(image) for image in images], [_file_name(image) for image in images]
 
 
 def _with_names(graph: SceneGraph, names: list[str | None], scores: list[float | None]) -> SceneGraph:

@@ -46,16 +46,50 @@ class SceneGraphFormatError(RelateAnythingError):
 def encode_masks(masks: np.ndarray | torch.Tensor) -> list[dict[str, Any]]:
     """Run-length encode boolean masks [N, H, W] as COCO RLE dicts with str counts.
 
-    `masks` may be a numpy array or a torch tensor on any device; a tensor is put in COCO's
-    column-major order on its own device (a GPU transposes it for free), then copied once.
+    `masks` may be a numpy array or a torch tensor on any device. On a CPU, the masks are put in
+    COCO's column-major order and pycocotools encodes them. On a GPU, the run boundaries are
+    found there and only they are copied to the host (`_device_run_lengths`), not the masks.
     """
     if masks.ndim != 3:
         raise ValueError(f"masks must be [N, H, W], got shape {tuple(masks.shape)}")
     if not len(masks):
         return []
     step = max(1, _ENCODE_CHUNK_BYTES // max(1, masks.shape[1] * masks.shape[2]))
-    encoded = [rle for start in range(0, len(masks), step) for rle in coco_mask.encode(_column_major_uint8(masks[start : start + step]))]
+    encoded = []
+    for start in range(0, len(masks), step):
+        chunk = masks[start : start + step]
+        if hasattr(chunk, "detach") and chunk.device.type != "cpu":
+            height, width = chunk.shape[1:]
+            runs = [{"size": [height, width], "counts": counts} for counts in _device_run_lengths(chunk)]
+            encoded += coco_mask.frPyObjects(runs, height, width)
+        else:
+            encoded += coco_mask.encode(_column_major_uint8(chunk))
     return [{"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in encoded]
+
+
+def _device_run_lengths(masks: torch.Tensor) -> list[list[int]]:
+    """COCO's uncompressed run lengths of [N, H, W] masks, computed where the masks are.
+
+    Runs alternate 0s and 1s down the columns, starting with 0s (a leading 0 when the first
+    pixel is set). Only the positions where a column-major mask changes value travel to the
+    host: a few per column for real segments instead of every pixel.
+    """
+    import torch  # only ever called with tensors
+
+    count, height, width = masks.shape
+    pixels = height * width
+    flat = masks.detach().bool().transpose(1, 2).reshape(count, pixels)
+    changes = flat[:, 1:] != flat[:, :-1]  # [N, P - 1], True before each new run
+    per_mask = changes.sum(dim=1).cpu().numpy()
+    positions = (changes.flatten().nonzero()[:, 0] % max(pixels - 1, 1) + 1).to(torch.int32).cpu().numpy()
+    starts_set = flat[:, 0].cpu().numpy()
+    bounds = np.concatenate([[0], np.cumsum(per_mask)])
+    result = []
+    for index in range(count):
+        edges = np.concatenate([[0], positions[bounds[index] : bounds[index + 1]], [pixels]])
+        runs = np.diff(edges).tolist()
+        result.append([0, *runs] if starts_set[index] else runs)
+    return result
 
 
 def _column_major_uint8(masks: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Tensor operations of SAM's automatic mask generation, in plain torch (no torchvision).
 
-All functions run on whatever device their inputs live on; greedy suppression takes a few
-whole-matrix rounds (one host sync each) instead of a loop over the candidates.
+All functions run on whatever device their inputs live on; on GPUs, greedy suppression takes a
+few whole-matrix rounds (one host sync each) instead of a kernel per candidate.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ __all__ = [
     "boxes_from_logits",
     "build_point_grid",
     "greedy_suppression",
+    "mask_areas",
     "mask_intersections",
     "masks_to_boxes",
     "nms",
@@ -52,16 +53,21 @@ def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) 
 
 
 def _count_above(logits: torch.Tensor, threshold: float) -> torch.Tensor:
-    """[...] int32 number of pixels of [..., H, W] logits above `threshold`.
+    """[...] int32 number of pixels of [..., H, W] logits above `threshold`."""
+    return mask_areas(logits > threshold)
 
-    Summing the comparison as uint8 into int16 per row, then the rows into int32, is about
-    three times as fast as torch's default int64 sum of booleans on CPUs; a row count fits int16
-    for rows narrower than 2**15 (wider ones are summed into int32 directly).
+
+def mask_areas(masks: torch.Tensor) -> torch.Tensor:
+    """[...] int32 pixel counts of boolean masks [..., H, W].
+
+    Summing as uint8 into int16 per row, then the rows into int32, is about three times as fast
+    as torch's default int64 sum of booleans on CPUs; a row count fits int16 for rows narrower
+    than 2**15 (wider ones are summed into int32 directly), and int32 any image under 2**31 pixels.
     """
-    above = (logits > threshold).view(torch.uint8)
-    if above.shape[-1] < 2**15:
-        return above.sum(-1, dtype=torch.int16).sum(-1, dtype=torch.int32)
-    return above.flatten(-2).sum(-1, dtype=torch.int32)
+    as_bytes = masks.view(torch.uint8)
+    if as_bytes.shape[-1] < 2**15:
+        return as_bytes.sum(-1, dtype=torch.int16).sum(-1, dtype=torch.int32)
+    return as_bytes.flatten(-2).sum(-1, dtype=torch.int32)
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -131,31 +137,48 @@ def greedy_suppression(suppresses: torch.Tensor, *, max_rounds: int = 64) -> tor
     Args:
         suppresses: [N, N] bool; ``suppresses[i, j]`` says candidate i, if kept, removes j.
             Row/column order is the rank order (best first); only j > i is consulted.
-        max_rounds: rounds of the parallel iteration before finishing one candidate at a time.
+        max_rounds: on GPUs, rounds of the parallel iteration before finishing one candidate
+            at a time (see `_suppression_rounds`).
 
     Returns:
         [N] bool, which candidates are kept: exactly the greedy loop's answer.
+
+    On a CPU the candidates are visited one at a time (N row operations, N^2 work in all); on
+    a GPU, where N small kernels cost more than their work, a few whole-matrix rounds decide
+    all of them at once.
+    """
+    later = torch.ones_like(suppresses, dtype=torch.bool).triu(diagonal=1)
+    suppresses = suppresses & later
+    if suppresses.device.type == "cpu":
+        return _sequential_suppression(suppresses, start=torch.ones(len(suppresses), dtype=torch.bool))
+    return _suppression_rounds(suppresses, max_rounds)
+
+
+def _sequential_suppression(suppresses: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """The greedy loop over an upper-triangular relation; `start` marks candidates still open."""
+    removed = ~start
+    for i in range(len(suppresses)):
+        removed |= suppresses[i] & ~removed[i]
+    return ~removed
+
+
+def _suppression_rounds(suppresses: torch.Tensor, max_rounds: int) -> torch.Tensor:
+    """Greedy suppression of an upper-triangular relation in whole-matrix rounds.
 
     The greedy answer is the one assignment with kept[j] = not any(kept[i] and suppresses[i, j]
     for i < j) (by induction over the rank). Iterating that rule for all candidates at once,
     from "all kept", fixes every candidate whose chain of possible suppressors is shorter than
     the round count, and a round that changes nothing has reached the answer. Real chains are
-    short (a handful of rounds, each one [N, N] reduction: a few kernels on a GPU instead of N);
-    if the chain is longer than `max_rounds`, the one-candidate-at-a-time loop finishes exactly.
+    short (4 rounds for 3,072 random boxes at IoU 0.7; each round is one [N, N] reduction and
+    one host sync); past `max_rounds`, the one-at-a-time loop finishes exactly.
     """
-    n = suppresses.shape[0]
-    later = torch.ones(n, n, dtype=torch.bool, device=suppresses.device).triu(diagonal=1)
-    suppresses = suppresses & later
-    kept = torch.ones(n, dtype=torch.bool, device=suppresses.device)
+    kept = torch.ones(len(suppresses), dtype=torch.bool, device=suppresses.device)
     for _ in range(max_rounds):
         updated = ~(suppresses & kept[:, None]).any(dim=0)
         if torch.equal(updated, kept):
             return kept
         kept = updated
-    removed = torch.zeros(n, dtype=torch.bool, device=suppresses.device)
-    for i in range(n):
-        removed |= suppresses[i] & ~removed[i]
-    return ~removed
+    return _sequential_suppression(suppresses, start=torch.ones_like(kept))
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:

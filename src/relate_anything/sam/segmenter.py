@@ -29,14 +29,21 @@ from relate_anything.sam.fast_decoder import FastMaskDecoder
 from relate_anything.sam.ops import (
     boxes_from_logits,
     build_point_grid,
+    mask_areas,
     masks_to_boxes,
     nms,
     remove_duplicate_masks,
     stability_score,
 )
-from relate_anything.sam.transforms import apply_coords, postprocess_logits, preprocess, preprocess_shape
+from relate_anything.sam.transforms import (
+    apply_coords,
+    normalize_and_pad,
+    postprocess_logits,
+    preprocess_shape,
+    resize_longest_side,
+)
 
-__all__ = ["DecoderOutput", "ImageEmbedding", "SegmentationResult", "Segmenter", "capture_mask_tokens"]
+__all__ = ["DecoderOutput", "ImageEmbedding", "PreparedImage", "SegmentationResult", "Segmenter", "capture_mask_tokens"]
 
 # Masks upsampled to full resolution at once on a GPU; bounds the transient [chunk, 1024, 1024]
 # float buffer (256 MiB in float32) independently of points_per_batch.
@@ -160,6 +167,22 @@ class ImageEmbedding:
     """
 
     embedding: torch.Tensor
+    original_size: tuple[int, int]
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A photo made ready for the image encoder on the CPU (`Segmenter.prepare`).
+
+    Attributes:
+        resized: [h, w, 3] uint8, the photo resized so that its longest side is the model's
+            input side (PIL bilinear, as segment-anything).
+        original_size: (H, W) of the photo.
+        fingerprint: `image_fingerprint` of the photo.
+    """
+
+    resized: np.ndarray
     original_size: tuple[int, int]
     fingerprint: str
 
@@ -340,21 +363,35 @@ class Segmenter:
         held = self._image is not None and self._image.fingerprint == fingerprint
         return held or fingerprint in self._embeddings
 
-    def embed_images(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        """The CPU work of embedding a photo ([H, W, 3] uint8 RGB): the resize and the fingerprint.
+
+        Touches no model state, so a loader thread can prepare the next photos while the model
+        encodes others (see `RelateAnything.stream`).
+        """
+        resized = resize_longest_side(image, self.image_size)
+        return PreparedImage(resized, (int(image.shape[0]), int(image.shape[1])), image_fingerprint(image))
+
+    def embed_images(self, images: Sequence[np.ndarray | PreparedImage]) -> list[ImageEmbedding]:
         """Encode several photos in one batch through the image encoder (the costly part of SAM).
 
-        Photos may differ in size: each is resized and padded to the model's square input.
+        Photos ([H, W, 3] uint8 RGB, or `prepare`'s results) may differ in size: each is resized
+        and padded to the model's square input.
         """
         if not images:
             return []
+        prepared = [image if isinstance(image, PreparedImage) else self.prepare(image) for image in images]
         pixels = torch.cat(
-            [preprocess(image, image_size=self.image_size, device=self.device, dtype=self.dtype) for image in images]
+            [
+                normalize_and_pad(image.resized, image_size=self.image_size, device=self.device, dtype=self.dtype)
+                for image in prepared
+            ]
         )
         with torch.inference_mode():
             embeddings = self.model.get_image_embeddings(pixels)
         return [
-            ImageEmbedding(embedding[None], (int(image.shape[0]), int(image.shape[1])), image_fingerprint(image))
-            for embedding, image in zip(embeddings, images)
+            ImageEmbedding(embedding[None], image.original_size, image.fingerprint)
+            for embedding, image in zip(embeddings, prepared)
         ]
 
     def set_embedding(self, image: ImageEmbedding) -> None:
@@ -528,10 +565,10 @@ class Segmenter:
         if self.duplicate_iou_thresh <= 1.0:
             keep = remove_duplicate_masks(masks, self.duplicate_iou_thresh)
         else:
-            keep = torch.sort(masks.flatten(1).sum(1), descending=True, stable=True).indices
+            keep = torch.sort(mask_areas(masks), descending=True, stable=True).indices
         masks, candidates = masks[keep], candidates[keep]
         if self.min_mask_area > 0:
-            large = masks.flatten(1).sum(1) >= self.min_mask_area
+            large = mask_areas(masks) >= self.min_mask_area
             masks, candidates = masks[large], candidates[large]
         return SegmentationResult(
             masks=masks,

@@ -15,7 +15,7 @@ from PIL import Image
 
 from relate_anything.sam.checkpoint import PIXEL_MEAN, PIXEL_STD
 
-__all__ = ["apply_coords", "postprocess_logits", "preprocess", "preprocess_shape"]
+__all__ = ["apply_coords", "normalize_and_pad", "postprocess_logits", "preprocess", "preprocess_shape", "resize_longest_side"]
 
 
 def preprocess_shape(height: int, width: int, long_side: int = 1024) -> tuple[int, int]:
@@ -45,10 +45,28 @@ def preprocess(
         image, normalised as (x - mean) / std (float32 arithmetic, as the original), zero-padded at
         the bottom and right.
     """
+    return normalize_and_pad(resize_longest_side(image, image_size), image_size=image_size, device=device, dtype=dtype)
+
+
+def resize_longest_side(image: np.ndarray, image_size: int = 1024) -> np.ndarray:
+    """The CPU half of `preprocess`: [H, W, 3] uint8 RGB resized (PIL bilinear) so that its
+    longest side is `image_size`; uint8, as segment-anything's ``ResizeLongestSide``."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an [H, W, 3] uint8 RGB image, got {image.shape} {image.dtype}")
     new_h, new_w = preprocess_shape(image.shape[0], image.shape[1], image_size)
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
+
+
+def normalize_and_pad(
+    resized: np.ndarray,
+    *,
+    image_size: int = 1024,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The device half of `preprocess`: a `resize_longest_side` result normalised on `device`
+    and zero-padded to [1, 3, image_size, image_size] in `dtype`."""
+    new_h, new_w = resized.shape[:2]
     pixels = torch.from_numpy(resized.copy()).to(device).permute(2, 0, 1)[None].float()
     mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
