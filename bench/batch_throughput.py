@@ -34,7 +34,7 @@ from relate_anything.batch import PipelineSpec, list_inputs, load_input, run_bat
 from relate_anything.image_io import load_image
 from relate_anything.pipeline import RelateAnything
 from relate_anything.ram import RelationHead, RelationHeadConfig
-from relate_anything.sam import Segmenter, load_sam
+from relate_anything.sam import Segmenter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collect_throughput import RANDOM_ENCODERS, random_sam  # noqa: E402  (the same random SAMs)

@@ -4,8 +4,6 @@ Ray — with the small random SAM (256-px inputs) and the tiny RAM head."""
 import collections
 import functools
 import http.server
-import json
-import os
 import signal
 import subprocess
 import sys

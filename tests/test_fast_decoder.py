@@ -18,7 +18,6 @@ from PIL import Image
 from relate_anything.sam import Segmenter, capture_mask_tokens, load_sam
 from relate_anything.sam.fast_decoder import FastMaskDecoder
 from relate_anything.sam.ops import build_point_grid
-from relate_anything.sam.transforms import apply_coords
 from sam_factory import SamFiles
 
 TOLERANCE = 1e-5  # float32: only the order of the sums differs
