@@ -25,6 +25,9 @@ duplicate removal is a no-op (1.01, still computed); both pipelines get the same
         --batch-sizes 1,8 --images 10 --out bench-gpu.json
     python bench/pipeline.py --device cpu --variants vit_b --dtypes fp32 --batch-sizes 1 \\
         --points-per-side 16 --images 3 --reference-python .venv-reference/bin/python
+
+The reference interpreter needs segment-anything, torchvision, pycocotools, safetensors and
+transformers: `bash scripts/make_reference_env.sh --bench` builds .venv-reference with them.
 """
 
 from __future__ import annotations
