@@ -41,6 +41,17 @@ def test_relate_anything(pipeline, dog_jpg):
     assert graph.relations[0].score == pytest.approx(torch.sigmoid(logits[:, off_diagonal].max()).item(), abs=1e-5)
 
 
+def test_bfloat16_pipeline_runs_end_to_end(tiny_sam, tiny_ram_pth, dog_jpg):
+    """SAM in bf16 (the GPU's fast path, here on the CPU): a whole graph, float32 features out."""
+    pipeline = RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, dtype=torch.bfloat16, top_k=15, **RANDOM_WEIGHT_OPTIONS)
+    graph = pipeline(dog_jpg)
+    assert pipeline.segmenter.model.dtype == torch.bfloat16
+    assert len(graph.segments) >= 2 and graph.masks().shape == (len(graph.segments), 534, 800)
+    features = graph.features()
+    assert features.dtype == np.float32 and np.isfinite(features).all()
+    _check_relations(graph, 15)
+
+
 def test_relate_me_with_a_point(pipeline, dog_jpg):
     point = (400.0, 300.0)
     graph = pipeline(dog_jpg, point=point, top_k=7)
