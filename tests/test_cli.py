@@ -47,6 +47,32 @@ def test_run_with_point_and_features(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth):
     assert all(len(s["feature"]) == 256 for s in data["segments"])
 
 
+def test_run_in_bfloat16(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, monkeypatch):
+    import torch
+
+    from relate_anything.pipeline import RelateAnything
+
+    dtypes = []
+    load = RelateAnything.from_pretrained.__func__
+
+    def recording(cls, *args, **kwargs):
+        pipeline = load(cls, *args, **kwargs)
+        dtypes.append(pipeline.segmenter.model.dtype)
+        return pipeline
+
+    monkeypatch.setattr(RelateAnything, "from_pretrained", classmethod(recording))
+    result = runner.invoke(app, ["run", str(dog_jpg), "--out", str(tmp_path), "--dtype", "bf16", *_model_args(tiny_sam, tiny_ram_pth)])
+    assert result.exit_code == 0, result.output
+    assert dtypes == [torch.bfloat16]
+    assert SceneGraph.load(tmp_path / "dog.json").relations
+
+
+def test_unknown_dtype_is_one_clear_message(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth):
+    result = runner.invoke(app, ["run", str(dog_jpg), "--out", str(tmp_path), "--dtype", "int8", *_model_args(tiny_sam, tiny_ram_pth)])
+    assert result.exit_code == 1
+    assert "--dtype must be float32, bfloat16 or float16, got 'int8'" in result.output
+
+
 def test_unreadable_image_is_reported_and_others_still_run(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(dog_jpg.read_bytes()[:3000])

@@ -15,6 +15,7 @@ import typer
 from relate_anything.console import (
     BoxNmsThreshOption,
     DeviceOption,
+    DtypeOption,
     PointsPerSideOption,
     PredIouThreshOption,
     RamOption,
@@ -22,6 +23,7 @@ from relate_anything.console import (
     StabilityScoreThreshOption,
     TopKOption,
     check_device,
+    check_dtype,
     fail,
     progress_bar,
     quiet_transformers,
@@ -80,6 +82,7 @@ def run(
     box: Annotated[str | None, typer.Option(help="X0,Y0,X1,Y1 in pixels: relate the thing in this box with everything else.", show_default=False)] = None,
     top_k: TopKOption = 20,
     device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
     sam: SamOption = None,
     ram: RamOption = None,
     points_per_side: PointsPerSideOption = 32,
@@ -118,6 +121,7 @@ def run(
             sam=sam,
             ram=ram,
             device=check_device(device),
+            dtype=check_dtype(dtype),
             labeler=labeler if naming else False,
             vocab=vocab,
             label_threshold=label_threshold,
@@ -155,12 +159,19 @@ def _load_examples(images: list[Path], masks: list[Path]) -> list | None:
     return [load_example(image, mask) for image, mask in zip(images, masks)]
 
 
-def _load_pipeline(*, sam, ram, device: str, labeler, vocab, label_threshold, detector, seggpt, top_k: int, **segmenter_options):
-    """The pipeline with the optional stages asked for (`False`: the stage is not wanted)."""
+def _load_pipeline(
+    *, sam, ram, device: str, dtype=None, labeler, vocab, label_threshold, detector, seggpt, top_k: int, **segmenter_options
+):
+    """The pipeline with the optional stages asked for (`False`: the stage is not wanted); `dtype`
+    is SAM's (None: float32)."""
+    import torch
+
     from relate_anything.pipeline import RelateAnything
 
     quiet_transformers()
-    pipeline = RelateAnything.from_pretrained(sam, ram, device=device, top_k=top_k, **segmenter_options)
+    pipeline = RelateAnything.from_pretrained(
+        sam, ram, device=device, dtype=dtype or torch.float32, top_k=top_k, **segmenter_options
+    )
     if labeler is not False:
         from relate_anything.naming import Labeler, Vocabulary
 

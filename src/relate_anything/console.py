@@ -77,6 +77,19 @@ def check_device(device: str) -> str:
     return device
 
 
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+
+
+def check_dtype(name: str):
+    """The torch dtype that `--dtype name` asks for (float32, bfloat16, float16, or fp32/bf16/fp16)."""
+    import torch
+
+    canonical = _DTYPES.get(name.lower())
+    if canonical is None:
+        raise RelateAnythingError(f"--dtype must be float32, bfloat16 or float16, got {name!r}")
+    return getattr(torch, canonical)
+
+
 # Options that several commands share (`run`, `batch`, `collect`), declared once so they read the same.
 SamOption = Annotated[
     str | None,
@@ -100,3 +113,10 @@ PointsPerSideOption = Annotated[int, typer.Option(min=1, help="Segment everythin
 PredIouThreshOption = Annotated[float, typer.Option(help="Keep masks whose predicted IoU is above this.")]
 StabilityScoreThreshOption = Annotated[float, typer.Option(help="Keep masks whose stability score is at least this.")]
 BoxNmsThreshOption = Annotated[float, typer.Option(help="Drop a mask whose box overlaps a better mask's box by more than this IoU.")]
+DtypeOption = Annotated[
+    str,
+    typer.Option(
+        help="SAM's precision: float32, bfloat16 (faster on GPUs and on CPUs with AVX512-BF16 or AMX; "
+        "masks and scores move slightly, see docs/benchmarks.md) or float16 (GPUs).",
+    ),
+]

@@ -16,6 +16,7 @@ import typer
 from relate_anything.console import (
     BoxNmsThreshOption,
     DeviceOption,
+    DtypeOption,
     PointsPerSideOption,
     PredIouThreshOption,
     RamOption,
@@ -23,6 +24,7 @@ from relate_anything.console import (
     StabilityScoreThreshOption,
     TopKOption,
     check_device,
+    check_dtype,
     fail,
     quiet_transformers,
     stderr,
@@ -50,7 +52,7 @@ def batch_command(
     ray: Annotated[str | None, typer.Option("--ray", help="Run on a Ray cluster with Ray Data, one actor per GPU: auto, ray://HOST:PORT, or local (start Ray here).", show_default=False)] = None,
     sam: SamOption = None,
     ram: RamOption = None,
-    dtype: Annotated[str, typer.Option(help="SAM's precision: float32, bfloat16 or float16 (GPU).")] = "float32",
+    dtype: DtypeOption = "float32",
     points_per_side: PointsPerSideOption = 32,
     pred_iou_thresh: PredIouThreshOption = 0.88,
     stability_score_thresh: StabilityScoreThreshOption = 0.95,
@@ -71,7 +73,7 @@ def batch_command(
             sam=sam,
             ram=ram,
             top_k=top_k,
-            dtype=dtype,
+            dtype=str(check_dtype(dtype)).removeprefix("torch."),
             segmenter_options={
                 "points_per_side": points_per_side,
                 "pred_iou_thresh": pred_iou_thresh,
