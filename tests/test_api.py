@@ -112,6 +112,7 @@ def test_healthz(client):
     assert response.json() == {
         "status": "ok",
         "device": "cpu",
+        "dtype": "float32",
         "models": {"sam": "tiny", "ram": "tiny"},
         "queue": {"waiting": 0, "running": 0, "capacity": 32},
     }

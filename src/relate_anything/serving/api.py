@@ -108,6 +108,7 @@ class QueueInfo(BaseModel):
 class Health(BaseModel):
     status: str
     device: str
+    dtype: str  # SAM's precision: float32, bfloat16 or float16
     models: dict[str, str]
     queue: QueueInfo
 
@@ -177,12 +178,13 @@ def create_app(
         logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
         return JSONResponse({"detail": "internal server error; the server's log has the details"}, status_code=500)
 
-    @app.get("/healthz", response_model=Health, summary="Liveness, device, models and queue depth")
+    @app.get("/healthz", response_model=Health, summary="Liveness, device, precision, models and queue depth")
     def healthz() -> Health:
         worker: InferenceWorker = app.state.worker
         return Health(
             status="ok",
             device=str(worker.pipeline.segmenter.device),
+            dtype=str(worker.pipeline.segmenter.dtype).removeprefix("torch."),
             models=app.state.models,
             queue=QueueInfo(waiting=worker.waiting, running=worker.running, capacity=worker.queue_size),
         )
