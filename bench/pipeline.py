@@ -56,6 +56,7 @@ sys.path.insert(0, str(REPO / "tests"))  # sam_factory: random SAMs equal to seg
 
 from sam_factory import random_sam, write_original  # noqa: E402
 
+from relate_anything.cpu_allocator import reuse_freed_memory  # noqa: E402
 from relate_anything.image_io import load_image  # noqa: E402
 from relate_anything.pipeline import RelateAnything  # noqa: E402
 from relate_anything.ram import RelationHead, RelationHeadConfig  # noqa: E402
@@ -250,8 +251,19 @@ def default_reference_python() -> str | None:
     return sys.executable if probe.returncode == 0 else None
 
 
+# The environment equivalent of `reuse_freed_memory()`, for the reference's process.
+TUNED_ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+
+
 def bench_reference(
-    python: str, setup: Setup, paths: list[Path], points_per_side: int, warmup: int, device: torch.device, directory: Path
+    python: str,
+    setup: Setup,
+    paths: list[Path],
+    points_per_side: int,
+    warmup: int,
+    device: torch.device,
+    directory: Path,
+    tuned_allocator: bool = False,
 ) -> dict:
     checkpoint = directory / f"{setup.variant}_original.pth"
     write_original(setup.sam, checkpoint)
@@ -273,6 +285,7 @@ def bench_reference(
         [python, str(REPO / "bench" / "reference_pipeline.py"), str(directory / "spec.json"), str(out)],
         capture_output=True,
         text=True,
+        env={**os.environ, **TUNED_ALLOCATOR_ENV} if tuned_allocator else None,
     )
     checkpoint.unlink()
     if completed.returncode != 0:
@@ -329,6 +342,18 @@ def main() -> None:
     parser.add_argument("--decode-repeats", type=int, default=3)
     parser.add_argument("--reference-python", help="interpreter with segment_anything ('none' to skip)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument(
+        "--allocator",
+        default="tuned",
+        choices=["tuned", "default"],
+        help="on CPUs, ours with reuse_freed_memory() as the CLI runs it (tuned) or glibc's defaults",
+    )
+    parser.add_argument(
+        "--reference-allocator",
+        default="default",
+        choices=["tuned", "default"],
+        help="the reference's process with the same malloc settings (tuned) or as users run it (default)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the full results as JSON here")
     args = parser.parse_args()
@@ -336,6 +361,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    allocator_tuned = device.type == "cpu" and args.allocator == "tuned" and reuse_freed_memory()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, as the reference
         torch.backends.cudnn.allow_tf32 = False
@@ -354,6 +380,8 @@ def main() -> None:
         "torch": torch.__version__,
         "points_per_side": args.points_per_side,
         "decoder": args.decoder,
+        "allocator": "tuned" if allocator_tuned else "default",
+        "reference_allocator": args.reference_allocator if device.type == "cpu" else "default",
         "reference_python": reference_python,
         "load_average_at_start": os.getloadavg(),  # other jobs on a shared machine slow both sides
         "variants": {},
@@ -395,7 +423,14 @@ def main() -> None:
         if reference_python:
             with tempfile.TemporaryDirectory() as tmp:
                 entry["reference"] = bench_reference(
-                    reference_python, setup, paths, args.points_per_side, args.warmup, device, Path(tmp)
+                    reference_python,
+                    setup,
+                    paths,
+                    args.points_per_side,
+                    args.warmup,
+                    device,
+                    Path(tmp),
+                    tuned_allocator=device.type == "cpu" and args.reference_allocator == "tuned",
                 )
             best = max(entry["runs"], key=lambda r: r["pipeline"]["images_per_s"])
             entry["speedup"] = best["pipeline"]["images_per_s"] / entry["reference"]["images_per_s"]

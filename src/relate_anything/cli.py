@@ -166,9 +166,12 @@ def _load_pipeline(
     is SAM's (None: float32)."""
     import torch
 
+    from relate_anything.cpu_allocator import reuse_freed_memory
     from relate_anything.pipeline import RelateAnything
 
     quiet_transformers()
+    if device.startswith("cpu"):
+        reuse_freed_memory()  # ~1.4x faster SAM on CPUs (see cpu_allocator)
     pipeline = RelateAnything.from_pretrained(
         sam, ram, device=device, dtype=dtype or torch.float32, top_k=top_k, **segmenter_options
     )

@@ -63,13 +63,17 @@ class PipelineSpec:
     segmenter_options: dict[str, Any] = field(default_factory=dict)
 
     def build(self, device: str):
-        """The `RelateAnything` pipeline on `device`."""
+        """The `RelateAnything` pipeline on `device`. On a CPU the process then keeps the memory
+        it frees for reuse (`cpu_allocator.reuse_freed_memory`): a batch job's processes are its own."""
         import torch
 
+        from relate_anything.cpu_allocator import reuse_freed_memory
         from relate_anything.pipeline import RelateAnything
 
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise RelateAnythingError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if str(device).startswith("cpu"):
+            reuse_freed_memory()
         return RelateAnything.from_pretrained(
             self.sam, self.ram, device=device, dtype=getattr(torch, self.dtype), top_k=self.top_k, **self.segmenter_options
         )

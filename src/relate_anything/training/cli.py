@@ -52,6 +52,10 @@ def collect_command(
 
         dataset = _psg_dataset(data, split)
         device = check_device(device)
+        if device.startswith("cpu"):
+            from relate_anything.cpu_allocator import reuse_freed_memory
+
+            reuse_freed_memory()  # ~1.4x faster SAM on CPUs (see cpu_allocator)
         sam_path = weights.resolve(sam or weights.default_reference(weights.SAM_WEIGHTS, weights.DEFAULT_SAM), weights.SAM_WEIGHTS)
         segmenter = Segmenter(
             load_sam(sam_path, device=device),
