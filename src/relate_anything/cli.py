@@ -171,7 +171,7 @@ def _load_pipeline(
 
     quiet_transformers()
     if device.startswith("cpu"):
-        reuse_freed_memory()  # ~1.4x faster SAM on CPUs (see cpu_allocator)
+        reuse_freed_memory()  # fewer page faults: ~1.2x faster on CPUs (see cpu_allocator)
     pipeline = RelateAnything.from_pretrained(
         sam, ram, device=device, dtype=dtype or torch.float32, top_k=top_k, **segmenter_options
     )

@@ -5,8 +5,8 @@ process runs) with fresh pages from the kernel, and hands them back when the blo
 on a CPU allocates and frees image-sized activations (16-64 MiB each) thousands of times per
 photo, and each fresh page is paid again in a page fault, which costs more than the arithmetic of
 the elementwise steps. With the mmap and trim thresholds raised, freed blocks stay in the heap
-and are reused: on this project's 2-core machine, the ViT-B image encoder ran 1.4x faster and
-decoding 256 prompts 1.3-1.4x faster (docs/benchmarks.md). The price: the process keeps its
+and are reused: on this project's 2-core machine, the ViT-B image encoder ran 1.4x faster,
+decoding 256 prompts 1.1-1.25x, the whole pipeline 1.2x (docs/benchmarks.md). The price: the process keeps its
 peak memory until it exits, which is what a command that processes photos until it ends wants.
 
 The `relate-anything` commands call `reuse_freed_memory()` when they run on the CPU; a program
