@@ -42,7 +42,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # sam_factory: random SAMs equal to segment-anything's builders
 
+from peak_rss import PeakRss  # noqa: E402  (bench/, on the path when a script here runs)
 from sam_factory import random_sam, write_original  # noqa: E402
 
 from relate_anything.cpu_allocator import reuse_freed_memory  # noqa: E402
@@ -86,34 +86,23 @@ class PeakMemory:
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self.peak = 0
+        self._rss = None if self.cuda else PeakRss()
 
     def __enter__(self) -> PeakMemory:
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         else:
-            self.peak, self._running = _rss(), True
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
+            self._rss.__enter__()
         return self
-
-    def _sample(self) -> None:
-        while self._running:
-            self.peak = max(self.peak, _rss())
-            time.sleep(0.005)
 
     def __exit__(self, *exc) -> None:
         if self.cuda:
             torch.cuda.synchronize()
             self.peak = torch.cuda.max_memory_allocated()
         else:
-            self._running = False
-            self._thread.join()
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            self._rss.__exit__(*exc)
+            self.peak = self._rss.peak
 
 
 @contextmanager
@@ -361,7 +350,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    allocator_tuned = device.type == "cpu" and args.allocator == "tuned" and reuse_freed_memory()
+    allocator_tuned = args.allocator == "tuned" and reuse_freed_memory(device.type)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, as the reference
         torch.backends.cudnn.allow_tf32 = False

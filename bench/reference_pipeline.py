@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -32,6 +31,8 @@ import torch
 from PIL import Image
 from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.build_sam import _build_sam
+
+from peak_rss import PeakRss  # bench/, on the path as this script's folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from relate_anything.ram import RelationHead, relate  # noqa: E402
@@ -61,30 +62,6 @@ class TokenRecorder:
             point = row[tuple(record["point_coords"][0])]
             index.append(point * 3 + int(np.abs(iou[point] - record["predicted_iou"]).argmin()))
         return tokens.flatten(0, 1)[torch.as_tensor(index, dtype=torch.long, device=tokens.device)]
-
-
-class PeakRss:
-    """Peak resident memory of this process while the block runs (sampled every 5 ms)."""
-
-    def __enter__(self) -> PeakRss:
-        self.peak, self._running = _rss(), True
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while self._running:
-            self.peak = max(self.peak, _rss())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc) -> None:
-        self._running = False
-        self._thread.join()
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096
 
 
 def main(spec_path: str, out_path: str) -> None:

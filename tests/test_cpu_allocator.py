@@ -21,7 +21,7 @@ from relate_anything.cpu_allocator import reuse_freed_memory
 def rss():
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-applied = reuse_freed_memory() if sys.argv[1] == "tune" else False
+applied = reuse_freed_memory(sys.argv[2]) if sys.argv[1] == "tune" else False
 before = rss()
 block = torch.ones(64 << 20, dtype=torch.uint8)
 del block
@@ -29,9 +29,9 @@ print(applied, (rss() - before) >> 20)
 """
 
 
-def _probe(mode: str, **env: str) -> tuple[str, int]:
+def _probe(mode: str, device: str = "cpu", **env: str) -> tuple[str, int]:
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, env={**os.environ, **env}, check=True
+        [sys.executable, "-c", _PROBE, mode, device], capture_output=True, text=True, env={**os.environ, **env}, check=True
     )
     applied, kept = done.stdout.split()
     return applied, int(kept)
@@ -52,6 +52,12 @@ def test_opting_out_leaves_the_allocator_alone():
 
 
 @glibc
+def test_a_gpu_process_leaves_the_allocator_alone():
+    applied, kept = _probe("tune", device="cuda:0")
+    assert applied == "False" and kept < 8
+
+
+@glibc
 def test_calling_again_changes_nothing():
     from relate_anything.cpu_allocator import reuse_freed_memory
 
@@ -66,7 +72,7 @@ def test_cpu_commands_reuse_freed_memory(monkeypatch, tmp_path, dog_jpg, tiny_sa
     from relate_anything.cli import app
 
     calls = []
-    monkeypatch.setattr(cpu_allocator, "reuse_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(cpu_allocator, "reuse_freed_memory", lambda device=None: calls.append(1) or True)
     result = CliRunner().invoke(
         app,
         ["run", str(dog_jpg), "--out", str(tmp_path), "--sam", str(tiny_sam.folder), "--ram", str(tiny_ram_pth), "--points-per-side", "2"],

@@ -9,7 +9,7 @@ and are reused: on this project's 2-core machine, the ViT-B image encoder ran 1.
 decoding 256 prompts 1.1-1.25x, the whole pipeline 1.2x (docs/benchmarks.md). The price: the process keeps its
 peak memory until it exits, which is what a command that processes photos until it ends wants.
 
-The `relate-anything` commands call `reuse_freed_memory()` when they run on the CPU; a program
+The `relate-anything` commands call `reuse_freed_memory(device)`, which acts on CPU devices only; a program
 that uses the Python API can call it too. Setting RELATE_ANYTHING_REUSE_FREED_MEMORY=0 turns it
 off; with another allocator (jemalloc, tcmalloc through LD_PRELOAD) or another C library it does
 nothing.
@@ -36,15 +36,19 @@ _TRIM_THRESHOLD = 2**31 - 1
 _applied = False
 
 
-def reuse_freed_memory() -> bool:
+def reuse_freed_memory(device: str | None = None) -> bool:
     """Raise glibc's mmap and trim thresholds for this process (see the module docstring).
 
-    Returns whether the process now reuses freed memory: False off Linux, with a C library other
-    than glibc, or when $RELATE_ANYTHING_REUSE_FREED_MEMORY is 0. Calling it again changes nothing.
+    `device`: the device the process runs its models on; only a CPU one ("cpu", None) gains, so
+    for any other the allocator is left alone. Returns whether the process now reuses freed
+    memory: False for a non-CPU device, off Linux, with a C library other than glibc, or when
+    $RELATE_ANYTHING_REUSE_FREED_MEMORY is 0. Calling it again changes nothing.
     """
     global _applied
     if _applied:
         return True
+    if device is not None and not str(device).startswith("cpu"):
+        return False
     if os.environ.get(OPT_OUT_ENV_VAR, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":

@@ -18,6 +18,7 @@ Boxes are pixel edges: a mask covering columns 3..7 has x0 = 3, x1 = 8.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -280,8 +281,9 @@ class SceneGraph:
             raise ValueError(f"expected masks [N, H, W] and scores [N], got {tuple(masks.shape)} and {scores_np.shape}")
         features_np = None if features is None else _to_numpy(features).astype(np.float32)
         rles = encode_masks(masks)
-        areas = _areas([_coco_rle(r) for r in rles])
-        boxes_xywh = coco_mask.toBbox([_coco_rle(r) for r in rles]) if rles else []
+        coco = [_coco_rle(r) for r in rles]
+        areas = rle_areas(coco)
+        boxes_xywh = coco_mask.toBbox(coco) if coco else []
         segments = []
         for index, rle in enumerate(rles):
             x, y, w, h = (float(v) for v in boxes_xywh[index])
@@ -422,11 +424,13 @@ class SceneGraph:
         return graph
 
 
-def _areas(rles: list[dict[str, Any]]) -> np.ndarray:
-    """Pixel counts of COCO RLEs. pycocotools' `area` builds a uint8 array from the number of
-    masks (numpy 2 refuses more than 255), so it is called on at most 255 at a time."""
-    chunks = [coco_mask.area(rles[start : start + 255]) for start in range(0, len(rles), 255)]
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint32)
+def rle_areas(rles: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Pixel counts, int64 [N], of RLEs in pycocotools' form (bytes counts). pycocotools' `area`
+    builds a uint8 array from the number of masks (numpy 2 refuses more than 255), so it is
+    called on at most 255 at a time."""
+    rles = list(rles)
+    chunks = [np.asarray(coco_mask.area(rles[i : i + 255]), dtype=np.int64).reshape(-1) for i in range(0, len(rles), 255)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
 
 
 def _coco_rle(rle: dict[str, Any]) -> dict[str, Any]:

@@ -72,8 +72,7 @@ class PipelineSpec:
 
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise RelateAnythingError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
-        if str(device).startswith("cpu"):
-            reuse_freed_memory()
+        reuse_freed_memory(device)
         return RelateAnything.from_pretrained(
             self.sam, self.ram, device=device, dtype=getattr(torch, self.dtype), top_k=self.top_k, **self.segmenter_options
         )

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from relate_anything.scene_graph import rle_areas
+
 Rle = dict[str, Any]  # pycocotools form: {"size": [h, w], "counts": bytes}
 
 
@@ -53,12 +55,7 @@ def intersection_areas(a: Sequence[Rle], b: Sequence[Rle]) -> np.ndarray:
 
 def areas(rles: Sequence[Rle]) -> np.ndarray:
     """Pixel count of each mask, int64 [N]."""
-    if not len(rles):
-        return np.zeros(0, dtype=np.int64)
-    # pycocotools' area builds a uint8 array from the mask count (numpy 2 refuses > 255 masks).
-    rles = list(rles)
-    chunks = [np.asarray(coco_mask.area(rles[i : i + 255]), dtype=np.int64).reshape(-1) for i in range(0, len(rles), 255)]
-    return np.concatenate(chunks)
+    return rle_areas(rles)
 
 
 def hidden_parts(rles: Sequence[Rle], priority: np.ndarray) -> list[Rle]:

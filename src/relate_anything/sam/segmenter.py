@@ -493,10 +493,7 @@ class Segmenter:
 
         ``Sam.postprocess_masks`` semantics, in chunks of masks to bound memory.
         """
-        chunks = [
-            postprocess_logits(chunk[:, None], self.original_size, self.image_size)[:, 0]
-            for chunk in low_res_logits.split(self._upsample_chunk())
-        ]
+        chunks = list(self._upscaled_chunks(low_res_logits))
         return torch.cat(chunks) if chunks else low_res_logits.new_zeros(0, *self.original_size)
 
     def upscale_masks(self, low_res_logits: torch.Tensor) -> torch.Tensor:
@@ -504,11 +501,13 @@ class Segmenter:
 
         Thresholded chunk by chunk, so the full-resolution float logits of only one chunk exist.
         """
-        chunks = [
-            postprocess_logits(chunk[:, None], self.original_size, self.image_size)[:, 0] > self.mask_threshold
-            for chunk in low_res_logits.split(self._upsample_chunk())
-        ]
+        chunks = [logits > self.mask_threshold for logits in self._upscaled_chunks(low_res_logits)]
         return torch.cat(chunks) if chunks else torch.zeros(0, *self.original_size, dtype=torch.bool, device=self.device)
+
+    def _upscaled_chunks(self, low_res_logits: torch.Tensor) -> Iterator[torch.Tensor]:
+        """[n, H, W] full-resolution logits of successive chunks of the [N, 256, 256] logits."""
+        for chunk in low_res_logits.split(self._upsample_chunk()):
+            yield postprocess_logits(chunk[:, None], self.original_size, self.image_size)[:, 0]
 
     def _upsample_chunk(self) -> int:
         """Masks upsampled to full resolution together (see _UPSAMPLE_CHUNK, _CPU_UPSAMPLE_BYTES)."""
@@ -620,8 +619,7 @@ class Segmenter:
         The full-resolution logits are transient: only the low-resolution ones are kept.
         """
         scores, boxes = [], []
-        for chunk in low_res_logits.split(self._upsample_chunk()):
-            logits = self.upscale_logits(chunk)
+        for logits in self._upscaled_chunks(low_res_logits):
             scores.append(stability_score(logits, self.mask_threshold, self.stability_score_offset))
             boxes.append(boxes_from_logits(logits, self.mask_threshold))
         if not scores:
