@@ -58,7 +58,9 @@ def build_pipeline(args: argparse.Namespace) -> RelateAnything:
     if args.random_thresholds:  # random masks overlap a lot: box NMS would keep about one
         options |= {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
     if args.sam:
-        return RelateAnything.from_pretrained(args.sam, args.ram, device=args.device, dtype=dtype, top_k=args.top_k, **options)
+        return RelateAnything.from_pretrained(
+            args.sam, args.ram, device=args.device, dtype=dtype, top_k=args.top_k, **options
+        )
     segmenter = Segmenter(random_sam(args.random, args.device, dtype, args.image_size), **options)
     torch.manual_seed(0)
     head = RelationHead(RelationHeadConfig()).to(args.device)  # the published head's size
@@ -74,10 +76,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sam", help="SAM weights (hub id, folder or sam_vit_*.pth); with --ram")
     parser.add_argument("--ram", help="RAM head weights (with --sam)")
-    parser.add_argument("--random", choices=sorted(RANDOM_ENCODERS), help="random SAM of this size and a random full-size head")
+    parser.add_argument(
+        "--random", choices=sorted(RANDOM_ENCODERS), help="random SAM of this size and a random full-size head"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="run SAM in bfloat16")
-    parser.add_argument("--image-size", type=int, default=1024, help="input size of the random SAM (256: a cheap model for CPU runs)")
+    parser.add_argument(
+        "--image-size", type=int, default=1024, help="input size of the random SAM (256: a cheap model for CPU runs)"
+    )
     parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "images")
     parser.add_argument("--images", type=int, default=16, help="photos timed per run")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -85,7 +91,12 @@ def main() -> None:
     parser.add_argument("--points-per-side", type=int, default=32)
     parser.add_argument("--top-k", type=int, default=20)
     parser.add_argument("--random-thresholds", action="store_true", help="thresholds that keep masks of random weights")
-    parser.add_argument("--repeats", type=int, default=2, help="alternate pipeline and job runs this many times; the best of each counts")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="alternate pipeline and job runs this many times; the best of each counts",
+    )
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
     if (args.sam is None) == (args.random is None) or (args.sam is None) != (args.ram is None):

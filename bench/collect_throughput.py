@@ -34,8 +34,9 @@ RANDOM_ENCODERS = {
 def random_sam(name: str, device: str, dtype: torch.dtype, image_size: int = 1024):
     """A random SAM with the encoder `name`; a smaller `image_size` (e.g. 256) makes a cheap one."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from sam_factory import sam_config  # the tests' SamConfig equal to segment-anything's builders
     from transformers import SamModel
+
+    from sam_factory import sam_config  # the tests' SamConfig equal to segment-anything's builders
 
     torch.manual_seed(0)
     return SamModel(sam_config(RANDOM_ENCODERS[name], image_size)).to(device, dtype).eval()
@@ -59,7 +60,9 @@ def main() -> None:
         parser.error("give --sam or --random")
 
     dtype = torch.bfloat16 if args.bf16 else torch.float32
-    model = load_sam(args.sam, device=args.device, dtype=dtype) if args.sam else random_sam(args.random, args.device, dtype)
+    model = (
+        load_sam(args.sam, device=args.device, dtype=dtype) if args.sam else random_sam(args.random, args.device, dtype)
+    )
     options = {"points_per_side": args.points_per_side, "points_per_batch": args.points_per_batch}
     if args.random_thresholds:
         options |= {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 0.7}

@@ -33,7 +33,9 @@ from relate_anything.scene_graph import Relation, SceneGraph
 HEIGHT, WIDTH = 480, 640
 
 
-def make_pool(rng: np.random.Generator, size: int, *, gt_segments: int, pred_segments: int) -> list[tuple[SceneGraph, SceneGraph]]:
+def make_pool(
+    rng: np.random.Generator, size: int, *, gt_segments: int, pred_segments: int
+) -> list[tuple[SceneGraph, SceneGraph]]:
     """`size` (ground truth, prediction) pairs of segment sets, without labels or relations."""
     yy, xx = np.mgrid[:HEIGHT, :WIDTH].astype(np.float32)
     pool = []
@@ -113,7 +115,9 @@ def main() -> None:
         seconds = time.perf_counter() - start
         print(f"{name:34s} {seconds:6.2f} s  {args.images / seconds:8.1f} images/s")
         if isinstance(result, dict) and "sgdet" in result:
-            print(f"  R@20/50/100 = {[round(result['sgdet'][f'R@{k}'], 3) for k in (20, 50, 100)]}, PQ = {result['pq']['PQ']:.3f}")
+            print(
+                f"  R@20/50/100 = {[round(result['sgdet'][f'R@{k}'], 3) for k in (20, 50, 100)]}, PQ = {result['pq']['PQ']:.3f}"
+            )
 
 
 if __name__ == "__main__":

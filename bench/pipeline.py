@@ -54,8 +54,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # sam_factory: random SAMs equal to segment-anything's builders
 
 from peak_rss import PeakRss  # noqa: E402  (bench/, on the path when a script here runs)
-from sam_factory import random_sam, write_original  # noqa: E402
-
 from relate_anything.cpu_allocator import reuse_freed_memory  # noqa: E402
 from relate_anything.image_io import load_image  # noqa: E402
 from relate_anything.pipeline import RelateAnything  # noqa: E402
@@ -63,6 +61,7 @@ from relate_anything.ram import RelationHead, RelationHeadConfig  # noqa: E402
 from relate_anything.sam import Segmenter  # noqa: E402
 from relate_anything.sam.ops import build_point_grid  # noqa: E402
 from relate_anything.sam.transforms import preprocess  # noqa: E402
+from sam_factory import random_sam, write_original  # noqa: E402
 
 ENCODERS = {
     "tiny": {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": [1]},  # smoke runs
@@ -132,7 +131,9 @@ class Setup:
     iou_shift: float
 
 
-def build(variant: str, photos: list[np.ndarray], points_per_side: int, masks: int, device: torch.device, seed: int) -> Setup:
+def build(
+    variant: str, photos: list[np.ndarray], points_per_side: int, masks: int, device: torch.device, seed: int
+) -> Setup:
     """Random weights for `variant` and thresholds calibrated on `photos` (pooled, fp32)."""
     sam = random_sam(ENCODERS[variant], seed=seed)
     torch.manual_seed(seed)
@@ -209,7 +210,9 @@ def bench_decoding(segmenter: Segmenter, photo: np.ndarray, device: torch.device
     return result
 
 
-def bench_pipeline(pipeline: RelateAnything, paths: list[Path], batch_size: int, warmup: int, device: torch.device) -> dict:
+def bench_pipeline(
+    pipeline: RelateAnything, paths: list[Path], batch_size: int, warmup: int, device: torch.device
+) -> dict:
     """`RelateAnything.stream` over the photo files: the next batch is decoded while one runs."""
     pipeline.segmenter.reset_image()
     pipeline.batch(paths[:warmup])
@@ -365,7 +368,9 @@ def main() -> None:
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in sys.argv),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "points_per_side": args.points_per_side,
         "decoder": args.decoder,

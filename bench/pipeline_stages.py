@@ -21,7 +21,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pipeline as bench  # noqa: E402  (bench/pipeline.py: models and thresholds)
-
 from relate_anything import pipeline as pipeline_module  # noqa: E402
 from relate_anything.image_io import load_image  # noqa: E402
 from relate_anything.pipeline import RelateAnything  # noqa: E402
@@ -91,10 +90,20 @@ def main() -> None:
         started = time.perf_counter()
         graph = pipeline.batch([path])[0]
         total = time.perf_counter() - started
-        rows.append({"photo": path.name, "size": [graph.width, graph.height], "masks": len(graph.segments), "seconds": total, **totals})
+        rows.append(
+            {
+                "photo": path.name,
+                "size": [graph.width, graph.height],
+                "masks": len(graph.segments),
+                "seconds": total,
+                **totals,
+            }
+        )
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}), flush=True)
     if args.out:
-        args.out.write_text(json.dumps({"command": " ".join(sys.argv), "thresholds": setup.thresholds, "rows": rows}, indent=1))
+        args.out.write_text(
+            json.dumps({"command": " ".join(sys.argv), "thresholds": setup.thresholds, "rows": rows}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -68,13 +68,17 @@ def main(spec_path: str, out_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     device = torch.device(spec["device"])
     encoder = spec["encoder"]
-    sam = _build_sam(
-        encoder_embed_dim=encoder["embed_dim"],
-        encoder_depth=encoder["depth"],
-        encoder_num_heads=encoder["num_heads"],
-        encoder_global_attn_indexes=encoder["global_attn_indexes"],
-        checkpoint=spec["checkpoint"],
-    ).to(device).eval()
+    sam = (
+        _build_sam(
+            encoder_embed_dim=encoder["embed_dim"],
+            encoder_depth=encoder["depth"],
+            encoder_num_heads=encoder["num_heads"],
+            encoder_global_attn_indexes=encoder["global_attn_indexes"],
+            checkpoint=spec["checkpoint"],
+        )
+        .to(device)
+        .eval()
+    )
     head = RelationHead.from_checkpoint(spec["relation_head"], device=device)
     recorder = TokenRecorder(sam)
     generator = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **spec["generator"])

@@ -36,7 +36,9 @@ def make_pool(size: int, *, min_masks: int, max_masks: int, relations: int, seed
     return pool
 
 
-def time_config(pool, *, batch_size: int, device: torch.device, amp: bool, loss: str, seconds: float, warmup: int) -> dict:
+def time_config(
+    pool, *, batch_size: int, device: torch.device, amp: bool, loss: str, seconds: float, warmup: int
+) -> dict:
     torch.manual_seed(0)
     head = RelationHead(RelationHeadConfig()).to(device).train()
     head.model.embeddings.word_embeddings.requires_grad_(False)
@@ -112,8 +114,15 @@ def main() -> None:
         "results": [],
     }
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-        result = time_config(pool, batch_size=batch_size, device=device, amp=not args.no_amp, loss=args.loss,
-                             seconds=args.seconds, warmup=args.warmup)
+        result = time_config(
+            pool,
+            batch_size=batch_size,
+            device=device,
+            amp=not args.no_amp,
+            loss=args.loss,
+            seconds=args.seconds,
+            warmup=args.warmup,
+        )
         result["epoch_seconds"] = args.epoch_images / result["images_per_s"]
         report["results"].append(result)
         print(json.dumps(result), flush=True)

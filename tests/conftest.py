@@ -51,16 +51,22 @@ def tiny_ram_pth(tmp_path_factory) -> Path:
     """A small random RAM head for 256-d SAM features and PSG's 56 predicates, in the published
     ram_epoch12.pth layout (a plain state dict, loaded without a config)."""
     from ram_factory import random_state_dict, write_published_pth
-
     from relate_anything.ram import RelationHeadConfig
 
-    config = RelationHeadConfig(hidden_size=128, num_heads=2, intermediate_size=64, vocab_size=10, max_position_embeddings=4)
+    config = RelationHeadConfig(
+        hidden_size=128, num_heads=2, intermediate_size=64, vocab_size=10, max_position_embeddings=4
+    )
     return write_published_pth(tmp_path_factory.mktemp("tiny_ram") / "ram_epoch12.pth", random_state_dict(config))
 
 
 # Thresholds for random weights: they predict IoU ~0.08, so SAM's defaults would keep no mask, and
 # their masks cover most of the photo, so box NMS would keep one. Duplicate removal stays on.
-RANDOM_WEIGHT_OPTIONS = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+RANDOM_WEIGHT_OPTIONS = {
+    "points_per_side": 4,
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.0,
+    "box_nms_thresh": 1.0,
+}
 
 
 @pytest.fixture(scope="session")

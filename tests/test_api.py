@@ -11,8 +11,9 @@ import time
 import zlib
 
 import pytest
-from conftest import RANDOM_WEIGHT_OPTIONS
 from PIL import Image
+
+from conftest import RANDOM_WEIGHT_OPTIONS
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -38,7 +39,9 @@ def pipeline(tiny_sam, tiny_ram_pth):
 
 @pytest.fixture(scope="module")
 def client(pipeline):
-    app = create_app(pipeline, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIXELS, models={"sam": "tiny", "ram": "tiny"})
+    app = create_app(
+        pipeline, max_upload_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIXELS, models={"sam": "tiny", "ram": "tiny"}
+    )
     with TestClient(app) as client:
         yield client
 
@@ -57,7 +60,12 @@ def _png_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,7 +86,9 @@ def test_scene_graph_of_a_photo(client, pipeline, dog_jpg):
 
 
 def test_point_prompt_and_features(client, images_dir):
-    response = _post(client, images_dir / "two_dogs_stick.jpg", fields={"point": "300,200", "features": "true", "top_k": "4"})
+    response = _post(
+        client, images_dir / "two_dogs_stick.jpg", fields={"point": "300,200", "features": "true", "top_k": "4"}
+    )
     assert response.status_code == 200, response.text
     data = response.json()
     assert {r["subject"] for r in data["relations"]} == {0}
@@ -138,7 +148,16 @@ def test_openapi_names_the_fields_like_the_cli(client):
     operation = schema["paths"]["/v1/scene-graph"]["post"]
     body = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
     properties = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]["properties"]
-    assert {"image", "top_k", "point", "box", "points_per_side", "pred_iou_thresh", "stability_score_thresh", "vocab"} <= set(properties)
+    assert {
+        "image",
+        "top_k",
+        "point",
+        "box",
+        "points_per_side",
+        "pred_iou_thresh",
+        "stability_score_thresh",
+        "vocab",
+    } <= set(properties)
     assert {"200", "400", "413", "415", "422", "503", "504"} <= set(operation["responses"])
     assert "/healthz" in schema["paths"]
 
@@ -154,7 +173,10 @@ def test_upload_over_the_byte_limit(client, tmp_path):
     assert response.status_code == 413 and f"{MAX_UPLOAD_BYTES + 1} bytes, the limit is" in response.json()["detail"]
     huge = os.urandom(MAX_UPLOAD_BYTES + 200_000)  # refused from its Content-Length, before it is read
     response = _post(client, big, content=huge)
-    assert response.status_code == 413 and "upload too large: the limit is 1048576 bytes (1.0 MiB)" in response.json()["detail"]
+    assert (
+        response.status_code == 413
+        and "upload too large: the limit is 1048576 bytes (1.0 MiB)" in response.json()["detail"]
+    )
 
 
 def test_chunked_upload_is_cut_off_at_the_limit(client):
@@ -167,8 +189,13 @@ def test_chunked_upload_is_cut_off_at_the_limit(client):
             yield b"\0" * 65536
         yield f"\r\n--{boundary}--\r\n".encode()
 
-    response = client.post("/v1/scene-graph", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
-    assert response.status_code == 413 and "upload too large: the limit is 1048576 bytes (1.0 MiB)" in response.json()["detail"]
+    response = client.post(
+        "/v1/scene-graph", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert (
+        response.status_code == 413
+        and "upload too large: the limit is 1048576 bytes (1.0 MiB)" in response.json()["detail"]
+    )
 
 
 @pytest.mark.parametrize("width, height", [(2000, 1001), (100_000, 100_000)])
@@ -414,7 +441,9 @@ def test_openapi_schema_fuzz(pipeline):
         for name, strategy in strategies.items():
 
             @given(case=strategy)
-            @settings(max_examples=12, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=12, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+            )
             def check(case):
                 response = case.call_and_validate(checks=checks)
                 statuses.setdefault(name, set()).add(response.status_code)
@@ -442,7 +471,16 @@ def test_serve_command_answers_http(tiny_sam, tiny_ram_pth, dog_jpg):
     port = _free_port()
     command = [sys.executable, "-c", "from relate_anything.cli import main; main()", "serve", "--port", str(port)]
     command += ["--sam", str(tiny_sam.folder), "--ram", str(tiny_ram_pth), "--top-k", "3"]
-    command += ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--box-nms-thresh", "1"]
+    command += [
+        "--points-per-side",
+        "4",
+        "--pred-iou-thresh",
+        "0",
+        "--stability-score-thresh",
+        "0",
+        "--box-nms-thresh",
+        "1",
+    ]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -457,7 +495,9 @@ def test_serve_command_answers_http(tiny_sam, tiny_ram_pth, dog_jpg):
                 time.sleep(0.2)
         assert health.json()["models"] == {"sam": str(tiny_sam.folder), "ram": str(tiny_ram_pth)}
         with dog_jpg.open("rb") as photo:
-            response = httpx.post(f"{base}/v1/scene-graph", files={"image": ("dog.jpg", photo, "image/jpeg")}, timeout=60)
+            response = httpx.post(
+                f"{base}/v1/scene-graph", files={"image": ("dog.jpg", photo, "image/jpeg")}, timeout=60
+            )
         assert response.status_code == 200, response.text
         graph = SceneGraph.from_dict(response.json())
         assert graph.file == "dog.jpg" and 0 < len(graph.relations) <= 3
@@ -473,7 +513,20 @@ def test_serve_help_lists_the_limits():
 
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0
-    for option in ["--host", "--port", "--sam", "--ram", "--device", "--max-upload-mb", "--max-pixels", "--queue-size", "--timeout", "--max-batch", "--labeler", "--vocab"]:
+    for option in [
+        "--host",
+        "--port",
+        "--sam",
+        "--ram",
+        "--device",
+        "--max-upload-mb",
+        "--max-pixels",
+        "--queue-size",
+        "--timeout",
+        "--max-batch",
+        "--labeler",
+        "--vocab",
+    ]:
         assert option in result.output
 
 

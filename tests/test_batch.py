@@ -70,7 +70,9 @@ def _assert_same_graph(graph: SceneGraph, expected: SceneGraph) -> None:
     counts sum in another order)."""
     assert (graph.file, graph.width, graph.height) == (expected.file, expected.width, expected.height)
     assert [s.mask for s in graph.segments] == [s.mask for s in expected.segments]
-    assert [(r.subject, r.predicate_id, r.object) for r in graph.relations] == [(r.subject, r.predicate_id, r.object) for r in expected.relations]
+    assert [(r.subject, r.predicate_id, r.object) for r in graph.relations] == [
+        (r.subject, r.predicate_id, r.object) for r in expected.relations
+    ]
     assert [r.score for r in graph.relations] == pytest.approx([r.score for r in expected.relations], abs=1e-5)
 
 
@@ -92,11 +94,15 @@ def test_folder_glob_and_manifests(tmp_path):
     assert all(Path(item.location) == tmp_path / "photos" / item.file for item in folder)
 
     matched = list_inputs(f"{tmp_path}/photos/**/p*.jpg")
-    assert sorted(Path(item.file) for item in matched) == sorted(tmp_path / "photos" / n for n in names if n != "broken.jpg")
+    assert sorted(Path(item.file) for item in matched) == sorted(
+        tmp_path / "photos" / n for n in names if n != "broken.jpg"
+    )
 
     lists = tmp_path / "lists"
     lists.mkdir()
-    (lists / "m.txt").write_text("# my photos\n../photos/p01.jpg\n\n./../photos/p01.jpg\nhttps://example.org/a.jpg\n/abs/b.png\n")
+    (lists / "m.txt").write_text(
+        "# my photos\n../photos/p01.jpg\n\n./../photos/p01.jpg\nhttps://example.org/a.jpg\n/abs/b.png\n"
+    )
     assert list_inputs(lists / "m.txt") == [
         InputItem("../photos/p01.jpg", str(lists / "../photos/p01.jpg")),  # listed twice: once
         InputItem("https://example.org/a.jpg", "https://example.org/a.jpg"),
@@ -126,9 +132,14 @@ def test_bad_inputs_are_named(tmp_path, make, message):
         list_inputs(make(tmp_path))
 
 
-@pytest.mark.parametrize("extra, message", [([], "no such folder"), (["--format", "xml"], "--format must be jsonl or parquet")])
+@pytest.mark.parametrize(
+    "extra, message", [([], "no such folder"), (["--format", "xml"], "--format must be jsonl or parquet")]
+)
 def test_batch_command_refuses_bad_input_before_loading_models(tmp_path, extra, message):
-    result = runner.invoke(app, ["batch", str(tmp_path / "missing"), "--out", str(tmp_path / "out"), "--sam", str(tmp_path / "no-sam"), *extra])
+    result = runner.invoke(
+        app,
+        ["batch", str(tmp_path / "missing"), "--out", str(tmp_path / "out"), "--sam", str(tmp_path / "no-sam"), *extra],
+    )
     assert result.exit_code == 1 and message in result.output and "SAM weights" not in result.output
 
 
@@ -157,7 +168,10 @@ def test_manifest_and_images_over_http(http_root, dog_jpg):
     (root / "imgs" / "dog.jpg").write_bytes(dog_jpg.read_bytes())
     (root / "list.txt").write_text("imgs/dog.jpg\nimgs/gone.jpg\n")
     items = list_inputs(f"{base}/list.txt")
-    assert items == [InputItem("imgs/dog.jpg", f"{base}/imgs/dog.jpg"), InputItem("imgs/gone.jpg", f"{base}/imgs/gone.jpg")]
+    assert items == [
+        InputItem("imgs/dog.jpg", f"{base}/imgs/dog.jpg"),
+        InputItem("imgs/gone.jpg", f"{base}/imgs/gone.jpg"),
+    ]
     np.testing.assert_array_equal(load_input(items[0].location), load_image(dog_jpg))
     with pytest.raises(ImageError, match="HTTP 404"):
         load_input(items[1].location)
@@ -208,7 +222,10 @@ def test_error_log_survives_a_torn_line(tmp_path):
         handle.write('{"file": "b.jpg", "err')  # killed mid-line
     assert [r["file"] for r in read_errors(tmp_path)] == ["a.jpg"]
     ErrorLog(tmp_path).add("c.jpg", "ValueError", "boom")
-    assert [(r["file"], r["reason"]) for r in read_errors(tmp_path)] == [("a.jpg", "a.jpg: cannot read image"), ("c.jpg", "boom")]
+    assert [(r["file"], r["reason"]) for r in read_errors(tmp_path)] == [
+        ("a.jpg", "a.jpg: cannot read image"),
+        ("c.jpg", "boom"),
+    ]
     assert (tmp_path / "errors.jsonl").read_text().count("\n") == 2
 
 
@@ -221,7 +238,17 @@ def test_batch_command_end_to_end(tmp_path, small_sam, tiny_ram_pth, dog_jpg):
     (photos / "dog.jpg").write_bytes(dog_jpg.read_bytes())
     names = sorted([*names, "dog.jpg"])
     out = tmp_path / "out"
-    command = ["batch", str(photos), "--out", str(out), "--batch-size", "2", "--shard-size", "3", *_model_args(small_sam, tiny_ram_pth)]
+    command = [
+        "batch",
+        str(photos),
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--shard-size",
+        "3",
+        *_model_args(small_sam, tiny_ram_pth),
+    ]
 
     result = runner.invoke(app, command)
     assert result.exit_code == 2, result.output  # one image failed
@@ -268,10 +295,18 @@ def test_a_failing_image_does_not_spoil_its_batch(tmp_path, small_sam, tiny_ram_
     pytest.importorskip("pyarrow")
     out = tmp_path / "out"
     summary = run_batch(
-        list_inputs(tmp_path / "photos"), out, PipelineSpec(), batch_size=3, output_format="parquet", progress=False, pipeline=pipeline
+        list_inputs(tmp_path / "photos"),
+        out,
+        PipelineSpec(),
+        batch_size=3,
+        output_format="parquet",
+        progress=False,
+        pipeline=pipeline,
     )
     assert (summary.done, summary.failed) == (2, 1)
-    assert read_errors(out) == [{"file": "p02.jpg", "error": "ValueError", "reason": "ValueError: this photo upsets the model"}]
+    assert read_errors(out) == [
+        {"file": "p02.jpg", "error": "ValueError", "reason": "ValueError: this photo upsets the model"}
+    ]
     assert [p.suffix for p in shard_paths(out)] == [".parquet"]
     assert sorted(finished_files(out)) == [n for n in names if n != "p02.jpg"]
 
@@ -300,7 +335,17 @@ def test_sigkill_mid_run_then_resume_gives_every_image_exactly_once(tmp_path, sm
     """Two CPU worker processes, one output; killed (SIGKILL) as soon as a shard is committed."""
     names = _photos(tmp_path / "photos", 11)
     out = tmp_path / "out"
-    args = ["batch", str(tmp_path / "photos"), "--out", str(out), "--batch-size", "2", "--shard-size", "2", *_model_args(small_sam, tiny_ram_pth)]
+    args = [
+        "batch",
+        str(tmp_path / "photos"),
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--shard-size",
+        "2",
+        *_model_args(small_sam, tiny_ram_pth),
+    ]
     command = [sys.executable, "-c", "from relate_anything.cli import main; main()", *args]
 
     job = subprocess.Popen([*command, "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -362,7 +407,18 @@ def test_batch_on_every_gpu(tmp_path, small_sam, tiny_ram_pth):
     names = _photos(tmp_path / "photos", 6)
     devices = ",".join(f"cuda:{k}" for k in range(torch.cuda.device_count()))
     out = tmp_path / "out"
-    result = runner.invoke(app, ["batch", str(tmp_path / "photos"), "--out", str(out), "--devices", devices, *_model_args(small_sam, tiny_ram_pth)])
+    result = runner.invoke(
+        app,
+        [
+            "batch",
+            str(tmp_path / "photos"),
+            "--out",
+            str(out),
+            "--devices",
+            devices,
+            *_model_args(small_sam, tiny_ram_pth),
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert _output_counts(out) == collections.Counter(names)
     assert [r["file"] for r in read_errors(out)] == ["broken.jpg"]

@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import RANDOM_WEIGHT_OPTIONS
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import RANDOM_WEIGHT_OPTIONS
 from relate_anything import SceneGraph
 from relate_anything.cli import app
 
@@ -25,7 +25,9 @@ def _model_args(tiny_sam, tiny_ram_pth, sam=None):
 
 def test_run_writes_json_and_png_per_image(tmp_path, images_dir, tiny_sam, tiny_ram_pth):
     photos = [images_dir / "dog.jpg", images_dir / "two_men_talking.jpg"]
-    result = runner.invoke(app, ["run", *map(str, photos), "--out", str(tmp_path), "--top-k", "5", *_model_args(tiny_sam, tiny_ram_pth)])
+    result = runner.invoke(
+        app, ["run", *map(str, photos), "--out", str(tmp_path), "--top-k", "5", *_model_args(tiny_sam, tiny_ram_pth)]
+    )
     assert result.exit_code == 0, result.output
     for photo in photos:
         graph = SceneGraph.load(tmp_path / f"{photo.stem}.json")
@@ -39,7 +41,16 @@ def test_run_writes_json_and_png_per_image(tmp_path, images_dir, tiny_sam, tiny_
 def test_run_with_point_and_features(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth):
     result = runner.invoke(
         app,
-        ["run", str(dog_jpg), "--out", str(tmp_path), "--point", "400,300", "--features", *_model_args(tiny_sam, tiny_ram_pth, sam=tiny_sam.folder)],
+        [
+            "run",
+            str(dog_jpg),
+            "--out",
+            str(tmp_path),
+            "--point",
+            "400,300",
+            "--features",
+            *_model_args(tiny_sam, tiny_ram_pth, sam=tiny_sam.folder),
+        ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "dog.json").read_text())
@@ -61,14 +72,18 @@ def test_run_in_bfloat16(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, monkeypatch)
         return pipeline
 
     monkeypatch.setattr(RelateAnything, "from_pretrained", classmethod(recording))
-    result = runner.invoke(app, ["run", str(dog_jpg), "--out", str(tmp_path), "--dtype", "bf16", *_model_args(tiny_sam, tiny_ram_pth)])
+    result = runner.invoke(
+        app, ["run", str(dog_jpg), "--out", str(tmp_path), "--dtype", "bf16", *_model_args(tiny_sam, tiny_ram_pth)]
+    )
     assert result.exit_code == 0, result.output
     assert dtypes == [torch.bfloat16]
     assert SceneGraph.load(tmp_path / "dog.json").relations
 
 
 def test_unknown_dtype_is_one_clear_message(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth):
-    result = runner.invoke(app, ["run", str(dog_jpg), "--out", str(tmp_path), "--dtype", "int8", *_model_args(tiny_sam, tiny_ram_pth)])
+    result = runner.invoke(
+        app, ["run", str(dog_jpg), "--out", str(tmp_path), "--dtype", "int8", *_model_args(tiny_sam, tiny_ram_pth)]
+    )
     assert result.exit_code == 1
     assert "--dtype must be float32, bfloat16 or float16, got 'int8'" in result.output
 
@@ -77,7 +92,9 @@ def test_unreadable_image_is_reported_and_others_still_run(tmp_path, dog_jpg, ti
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(dog_jpg.read_bytes()[:3000])
     out = tmp_path / "out"
-    result = runner.invoke(app, ["run", str(broken), str(dog_jpg), "--out", str(out), *_model_args(tiny_sam, tiny_ram_pth)])
+    result = runner.invoke(
+        app, ["run", str(broken), str(dog_jpg), "--out", str(out), *_model_args(tiny_sam, tiny_ram_pth)]
+    )
     assert result.exit_code == 2
     assert "broken.jpg: cannot read image" in result.output
     assert (out / "dog.json").exists() and not (out / "broken.json").exists()
@@ -92,7 +109,17 @@ def test_malformed_prompt_option(dog_jpg, option, value):
 def test_help_lists_the_options():
     result = runner.invoke(app, ["run", "--help"])
     assert result.exit_code == 0
-    for option in ["--point", "--box", "--top-k", "--out", "--device", "--sam", "--ram", "--points-per-side", "--features"]:
+    for option in [
+        "--point",
+        "--box",
+        "--top-k",
+        "--out",
+        "--device",
+        "--sam",
+        "--ram",
+        "--points-per-side",
+        "--features",
+    ]:
         assert option in result.output
 
 
@@ -103,7 +130,13 @@ def _cli(*args, env=None):
 
 
 def test_missing_weights_offline_is_one_clear_message(tmp_path, dog_jpg):
-    done = _cli("run", str(dog_jpg), "--out", str(tmp_path), env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")})
+    done = _cli(
+        "run",
+        str(dog_jpg),
+        "--out",
+        str(tmp_path),
+        env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")},
+    )
     assert done.returncode == 3
     assert "Traceback" not in done.stderr
     assert "facebook/sam-vit-huge" in done.stderr and "--sam" in done.stderr and "RELATE_ANYTHING_SAM" in done.stderr
@@ -112,13 +145,24 @@ def test_missing_weights_offline_is_one_clear_message(tmp_path, dog_jpg):
 def test_wrong_checkpoint_file_is_named(tmp_path, dog_jpg, tiny_sam):
     not_a_head = tmp_path / "ram_epoch12.pth"
     not_a_head.write_text("these are not weights")
-    done = _cli("run", str(dog_jpg), "--out", str(tmp_path), "--sam", str(tiny_sam.original_pth), "--ram", str(not_a_head))
+    done = _cli(
+        "run", str(dog_jpg), "--out", str(tmp_path), "--sam", str(tiny_sam.original_pth), "--ram", str(not_a_head)
+    )
     assert done.returncode == 3 and "Traceback" not in done.stderr
     assert "ram_epoch12.pth" in done.stderr
 
 
 def test_sam_file_given_as_ram_head_is_reported(tmp_path, dog_jpg, tiny_sam):
-    done = _cli("run", str(dog_jpg), "--out", str(tmp_path), "--sam", str(tiny_sam.original_pth), "--ram", str(tiny_sam.original_pth))
+    done = _cli(
+        "run",
+        str(dog_jpg),
+        "--out",
+        str(tmp_path),
+        "--sam",
+        str(tiny_sam.original_pth),
+        "--ram",
+        str(tiny_sam.original_pth),
+    )
     assert done.returncode == 3 and "Traceback" not in done.stderr
     assert "sam_original.pth" in done.stderr and "image_encoder" in done.stderr
 

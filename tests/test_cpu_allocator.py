@@ -31,7 +31,11 @@ print(applied, (rss() - before) >> 20)
 
 def _probe(mode: str, device: str = "cpu", **env: str) -> tuple[str, int]:
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE, mode, device], capture_output=True, text=True, env={**os.environ, **env}, check=True
+        [sys.executable, "-c", _PROBE, mode, device],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
     )
     applied, kept = done.stdout.split()
     return applied, int(kept)
@@ -75,7 +79,18 @@ def test_cpu_commands_reuse_freed_memory(monkeypatch, tmp_path, dog_jpg, tiny_sa
     monkeypatch.setattr(cpu_allocator, "reuse_freed_memory", lambda device=None: calls.append(1) or True)
     result = CliRunner().invoke(
         app,
-        ["run", str(dog_jpg), "--out", str(tmp_path), "--sam", str(tiny_sam.folder), "--ram", str(tiny_ram_pth), "--points-per-side", "2"],
+        [
+            "run",
+            str(dog_jpg),
+            "--out",
+            str(tmp_path),
+            "--sam",
+            str(tiny_sam.folder),
+            "--ram",
+            str(tiny_ram_pth),
+            "--points-per-side",
+            "2",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert calls == [1]

@@ -45,7 +45,9 @@ def graph(masks, labels, relations=(), *, scores=None, file="img.jpg", image_id=
     masks = np.array(masks, dtype=bool).reshape(-1, *np.shape(masks[0]) if len(masks) else (H, W))
     scores = np.ones(len(masks)) if scores is None else np.asarray(scores, dtype=float)
     base = SceneGraph.from_masks(masks, scores, labels=list(labels), file=file)
-    rows = [Relation(subject=s, predicate=p, predicate_id=PREDICATES.index(p), object=o, score=1.0) for s, p, o in relations]
+    rows = [
+        Relation(subject=s, predicate=p, predicate_id=PREDICATES.index(p), object=o, score=1.0) for s, p, o in relations
+    ]
     return replace(base.with_relations(rows), image_id=image_id)
 
 
@@ -85,7 +87,10 @@ def test_subject_iou_threshold(overlap, hit):
     # the predicted person covers `overlap` of the 100 person pixels and nothing else: IoU = overlap / 100
     gt = gt_graph(relations=[(0, "riding", 1)])
     prediction = graph([first_pixels(PERSON, overlap), HORSE], ["person", "horse"], [(0, "riding", 1)])
-    assert mask_iou(*[coco_rles(encode_masks(m[None])) for m in (first_pixels(PERSON, overlap), PERSON)])[0, 0] == overlap / 100
+    assert (
+        mask_iou(*[coco_rles(encode_masks(m[None])) for m in (first_pixels(PERSON, overlap), PERSON)])[0, 0]
+        == overlap / 100
+    )
     assert sgdet([prediction], [gt])["R@20"] == (1.0 if hit else 0.0)
 
 
@@ -126,7 +131,9 @@ def test_graph_constraint_one_predicate_per_row():
     assert sgdet([two_rows], [gt])["R@20"] == 1.0
 
 
-@pytest.mark.parametrize("rank, expected", [(19, (1, 1, 1)), (20, (0, 1, 1)), (49, (0, 1, 1)), (50, (0, 0, 1)), (100, (0, 0, 0))])
+@pytest.mark.parametrize(
+    "rank, expected", [(19, (1, 1, 1)), (20, (0, 1, 1)), (49, (0, 1, 1)), (50, (0, 0, 1)), (100, (0, 0, 0))]
+)
 def test_k_cut_off(rank, expected):
     gt = gt_graph(relations=[(0, "riding", 1)])
     rows = [(1, "on", 0)] * rank + [(0, "riding", 1)]  # the hit is row `rank` (0-based)
@@ -287,7 +294,11 @@ def test_panoptic_quality_paints_overlaps_by_score(tight_score, person_pq):
     # two overlapping person masks: the 80-pixel one with `tight_score`, the exact one with 0.5.
     # Higher score on top: the 80-pixel mask wins its pixels and the exact one keeps a 20-pixel
     # sliver (FP); lower: the exact mask covers the 80-pixel one completely, which vanishes.
-    prediction = graph([box(0, 10, 0, 8), PERSON, HORSE, GRASS], ["person", "person", "horse", "grass-merged"], scores=[tight_score, 0.5, 1, 1])
+    prediction = graph(
+        [box(0, 10, 0, 8), PERSON, HORSE, GRASS],
+        ["person", "person", "horse", "grass-merged"],
+        scores=[tight_score, 0.5, 1, 1],
+    )
     pq = panoptic_quality([prediction], [gt])
     assert pq["PQ"] == pytest.approx((person_pq + 1 + 1) / 3)
 
@@ -315,7 +326,9 @@ def random_masks(rng, n, shape=(37, 53)):
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     centres = rng.uniform(0, 1, (n, 2)) * shape
     radii = rng.uniform(2, 20, (n, 2))
-    blobs = ((yy - centres[:, :1, None]) / radii[:, :1, None]) ** 2 + ((xx - centres[:, 1:, None]) / radii[:, 1:, None]) ** 2 < 1
+    blobs = ((yy - centres[:, :1, None]) / radii[:, :1, None]) ** 2 + (
+        (xx - centres[:, 1:, None]) / radii[:, 1:, None]
+    ) ** 2 < 1
     blobs[: n // 4] = rng.random((n // 4, *shape)) < 0.3  # some salt-and-pepper masks
     blobs[-1] = False  # an empty mask
     return blobs
@@ -373,7 +386,9 @@ def test_cli_on_folders_of_json_writes_the_report(tmp_path):
         gt.save(gt_dir / f"{name}.json")
         graph(GT_MASKS, GT_LABELS, [(0, "riding", 1)], file=f"{name}.jpg").save(pred_dir / f"{name}.json")
     out = tmp_path / "report" / "eval.json"
-    result = CliRunner().invoke(_cli_app(), ["eval", str(pred_dir), str(gt_dir), "--json", str(out), "--predcls", str(gt_dir)])
+    result = CliRunner().invoke(
+        _cli_app(), ["eval", str(pred_dir), str(gt_dir), "--json", str(out), "--predcls", str(gt_dir)]
+    )
     assert result.exit_code == 0, result.output
     assert "R@20" in result.output and "riding" in result.output
     report = json.loads(out.read_text())
@@ -401,7 +416,9 @@ def test_cli_reads_psg_format(tmp_path):
     datasets = pytest.importorskip("relate_anything.datasets")
     gts = [gt_graph(file=f"images/{n}.jpg", image_id=n) for n in ("7", "8")]
     gt_json = datasets.write_psg(gts, tmp_path / "gt", test_image_ids=["7", "8"])
-    pred_json = datasets.write_psg([graph(GT_MASKS, GT_LABELS, [(0, "riding", 1)], file="images/7.jpg", image_id="7")], tmp_path / "pred")
+    pred_json = datasets.write_psg(
+        [graph(GT_MASKS, GT_LABELS, [(0, "riding", 1)], file="images/7.jpg", image_id="7")], tmp_path / "pred"
+    )
     out = tmp_path / "eval.json"
     result = CliRunner().invoke(_cli_app(), ["eval", str(pred_json), str(gt_json), "--json", str(out)])
     assert result.exit_code == 0, result.output

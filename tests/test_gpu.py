@@ -13,9 +13,9 @@ Tolerances (documented in docs/benchmarks.md):
 import numpy as np
 import pytest
 import torch
-from conftest import RANDOM_WEIGHT_OPTIONS
 from PIL import Image
 
+from conftest import RANDOM_WEIGHT_OPTIONS
 from relate_anything import RelateAnything
 from relate_anything.sam import Segmenter, load_sam
 from relate_anything.sam.ops import build_point_grid
@@ -61,7 +61,12 @@ def _grid_outputs(segmenter: Segmenter, photo: np.ndarray):
     height, width = photo.shape[:2]
     points = build_point_grid(4) * torch.tensor([width, height], dtype=torch.float64)
     output = segmenter.decode(points[:, None], torch.ones(len(points), 1, dtype=torch.int))
-    return segmenter._embedding.float().cpu(), output.low_res_logits.float().cpu(), output.iou_predictions.float().cpu(), output.mask_tokens.float().cpu()
+    return (
+        segmenter._embedding.float().cpu(),
+        output.low_res_logits.float().cpu(),
+        output.iou_predictions.float().cpu(),
+        output.mask_tokens.float().cpu(),
+    )
 
 
 def _relative(ours: torch.Tensor, exact: torch.Tensor) -> float:
@@ -71,8 +76,12 @@ def _relative(ours: torch.Tensor, exact: torch.Tensor) -> float:
 @pytest.mark.parametrize("decoder", ["fast", "transformers"])
 def test_bfloat16_on_cuda_stays_close_to_float32_on_cpu(tiny_sam, photo, decoder):
     exact = _grid_outputs(Segmenter(load_sam(tiny_sam.original_pth), decoder=decoder), photo)
-    bf16 = _grid_outputs(Segmenter(load_sam(tiny_sam.original_pth, device="cuda", dtype=torch.bfloat16), decoder=decoder), photo)
-    errors = {name: _relative(low, high) for name, low, high in zip(("embedding", "logits", "iou", "tokens"), bf16, exact)}
+    bf16 = _grid_outputs(
+        Segmenter(load_sam(tiny_sam.original_pth, device="cuda", dtype=torch.bfloat16), decoder=decoder), photo
+    )
+    errors = {
+        name: _relative(low, high) for name, low, high in zip(("embedding", "logits", "iou", "tokens"), bf16, exact)
+    }
     print(errors)
     assert errors["embedding"] < 0.02
     assert errors["logits"] < 0.05 and errors["iou"] < 0.05 and errors["tokens"] < 0.05, errors
@@ -105,7 +114,9 @@ def test_postprocess_crop_is_exact_on_cuda():
     for size in ((534, 800), (800, 534), (1500, 2250), (480, 640)):
         input_h, input_w = preprocess_shape(*size)
         full = torch.nn.functional.interpolate(low, (1024, 1024), mode="bilinear", align_corners=False)
-        expected = torch.nn.functional.interpolate(full[..., :input_h, :input_w], size, mode="bilinear", align_corners=False)
+        expected = torch.nn.functional.interpolate(
+            full[..., :input_h, :input_w], size, mode="bilinear", align_corners=False
+        )
         assert torch.equal(postprocess_logits(low, size), expected)
 
 

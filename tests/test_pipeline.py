@@ -5,8 +5,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import RANDOM_WEIGHT_OPTIONS
 
+from conftest import RANDOM_WEIGHT_OPTIONS
 from relate_anything import RelateAnything, RelateAnythingError, SceneGraph, psg
 from relate_anything.image_io import load_image
 
@@ -43,7 +43,9 @@ def test_relate_anything(pipeline, dog_jpg):
 
 def test_bfloat16_pipeline_runs_end_to_end(tiny_sam, tiny_ram_pth, dog_jpg):
     """SAM in bf16 (the GPU's fast path, here on the CPU): a whole graph, float32 features out."""
-    pipeline = RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, dtype=torch.bfloat16, top_k=15, **RANDOM_WEIGHT_OPTIONS)
+    pipeline = RelateAnything.from_pretrained(
+        tiny_sam.folder, tiny_ram_pth, dtype=torch.bfloat16, top_k=15, **RANDOM_WEIGHT_OPTIONS
+    )
     graph = pipeline(dog_jpg)
     assert pipeline.segmenter.model.dtype == torch.bfloat16
     assert len(graph.segments) >= 2 and graph.masks().shape == (len(graph.segments), 534, 800)
@@ -97,19 +99,22 @@ def test_relate_regions_keeps_the_given_segments(pipeline, dog_jpg):
     graph = pipeline.relate_regions(dog_jpg, given, top_k=6)
     assert graph.segments == given.segments
     assert len(graph.relations) == 6
-    assert all(r.subject in (10, 11, 12) and r.object in (10, 11, 12) and r.subject != r.object for r in graph.relations)
+    assert all(
+        r.subject in (10, 11, 12) and r.object in (10, 11, 12) and r.subject != r.object for r in graph.relations
+    )
     # The scores are the head's on the box-prompt features of the regions.
     pipeline.segmenter.set_image(load_image(dog_jpg))
     boxes = torch.tensor([s.bbox for s in given.segments])
     logits = pipeline.relation_head.score(pipeline.segmenter.segment_prompts(boxes=boxes).features)
     top = graph.relations[0]
-    assert top.score == pytest.approx(torch.sigmoid(logits[top.predicate_id, top.subject - 10, top.object - 10]).item(), abs=1e-5)
+    assert top.score == pytest.approx(
+        torch.sigmoid(logits[top.predicate_id, top.subject - 10, top.object - 10]).item(), abs=1e-5
+    )
 
 
 def test_relate_regions_checks_the_image_size(pipeline, dog_jpg):
     with pytest.raises(RelateAnythingError, match="regions are 10x10"):
         pipeline.relate_regions(dog_jpg, SceneGraph(width=10, height=10))
-
 
 
 def test_batch_equals_one_photo_at_a_time(pipeline, images_dir):

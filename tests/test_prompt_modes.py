@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import RANDOM_WEIGHT_OPTIONS
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import RANDOM_WEIGHT_OPTIONS
 from relate_anything import RelateAnything, RelateAnythingError
 from relate_anything.cli import app
 from relate_anything.image_io import load_image
@@ -38,7 +38,9 @@ def _with(pipeline, **stages):
 
 def test_labeler_names_every_segment(pipeline, labeler, dog):
     graph = _with(pipeline, labeler=labeler, vocabulary=VOCABULARY)(dog)
-    assert graph.segments and all(s.label in {"dog", "stick", "sand"} and 0 <= s.label_score <= 1 for s in graph.segments)
+    assert graph.segments and all(
+        s.label in {"dog", "stick", "sand"} and 0 <= s.label_score <= 1 for s in graph.segments
+    )
     assert all(graph.describe(r).split(" #")[0] in {"dog", "stick", "sand"} for r in graph.relations)
 
 
@@ -80,14 +82,32 @@ def test_examples_join_the_graph_first(pipeline, tiny_seggpt_folder, dog):
 
 def _cli_models(tiny_sam, tiny_ram_pth):
     return [
-        "--sam", str(tiny_sam.folder), "--ram", str(tiny_ram_pth), "--points-per-side", "4",
-        "--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--box-nms-thresh", "1",
+        "--sam",
+        str(tiny_sam.folder),
+        "--ram",
+        str(tiny_ram_pth),
+        "--points-per-side",
+        "4",
+        "--pred-iou-thresh",
+        "0",
+        "--stability-score-thresh",
+        "0",
+        "--box-nms-thresh",
+        "1",
     ]
 
 
 def test_cli_vocab_and_query(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, tiny_clip_folder):
     runner = CliRunner()
-    args = ["run", str(dog_jpg), "--out", str(tmp_path), *_cli_models(tiny_sam, tiny_ram_pth), "--labeler", str(tiny_clip_folder)]
+    args = [
+        "run",
+        str(dog_jpg),
+        "--out",
+        str(tmp_path),
+        *_cli_models(tiny_sam, tiny_ram_pth),
+        "--labeler",
+        str(tiny_clip_folder),
+    ]
     result = runner.invoke(app, [*args, "--vocab", "dog,stick,sand"])
     assert result.exit_code == 0, result.output
     graph = json.loads((tmp_path / "dog.json").read_text())
@@ -95,7 +115,9 @@ def test_cli_vocab_and_query(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, tiny_cli
     named = [s for s in graph["segments"] if s.get("label")]
     assert named, "the tiny CLIP names at least one segment at the default threshold"
     label = named[0]["label"]
-    result = runner.invoke(app, [*args, "--vocab", "dog,stick,sand", "--subject", label, "--predicate", "on", "--top-k", "3"])
+    result = runner.invoke(
+        app, [*args, "--vocab", "dog,stick,sand", "--subject", label, "--predicate", "on", "--top-k", "3"]
+    )
     assert result.exit_code == 0, result.output
     queried = json.loads((tmp_path / "dog.json").read_text())
     labels = {s["id"]: s.get("label") for s in queried["segments"]}
@@ -106,7 +128,17 @@ def test_cli_vocab_and_query(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, tiny_cli
 def test_cli_psg_vocabulary_sets_category_ids(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, tiny_clip_folder):
     result = CliRunner().invoke(
         app,
-        ["run", str(dog_jpg), "--out", str(tmp_path), *_cli_models(tiny_sam, tiny_ram_pth), "--labeler", str(tiny_clip_folder), "--label-threshold", "0"],
+        [
+            "run",
+            str(dog_jpg),
+            "--out",
+            str(tmp_path),
+            *_cli_models(tiny_sam, tiny_ram_pth),
+            "--labeler",
+            str(tiny_clip_folder),
+            "--label-threshold",
+            "0",
+        ],
     )
     assert result.exit_code == 0, result.output
     segments = json.loads((tmp_path / "dog.json").read_text())["segments"]
@@ -121,7 +153,15 @@ def test_cli_example(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, tiny_seggpt_fold
     mask = np.zeros((534, 800), dtype=np.uint8)
     mask[100:300, 200:500] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
-    args = ["run", str(dog_jpg), "--out", str(tmp_path / "out"), *_cli_models(tiny_sam, tiny_ram_pth), "--seggpt", str(tiny_seggpt_folder)]
+    args = [
+        "run",
+        str(dog_jpg),
+        "--out",
+        str(tmp_path / "out"),
+        *_cli_models(tiny_sam, tiny_ram_pth),
+        "--seggpt",
+        str(tiny_seggpt_folder),
+    ]
     result = CliRunner().invoke(app, [*args, "--example", str(dog_jpg), "--example-mask", str(tmp_path / "mask.png")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "dog.json").exists()
@@ -134,6 +174,17 @@ def test_cli_example(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, tiny_seggpt_fold
 
 def test_cli_empty_vocabulary(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, tiny_clip_folder):
     result = CliRunner().invoke(
-        app, ["run", str(dog_jpg), "--out", str(tmp_path), *_cli_models(tiny_sam, tiny_ram_pth), "--labeler", str(tiny_clip_folder), "--vocab", " , "]
+        app,
+        [
+            "run",
+            str(dog_jpg),
+            "--out",
+            str(tmp_path),
+            *_cli_models(tiny_sam, tiny_ram_pth),
+            "--labeler",
+            str(tiny_clip_folder),
+            "--vocab",
+            " , ",
+        ],
     )
     assert result.exit_code == 2 and "Traceback" not in result.output and "vocabulary" in result.output.lower()

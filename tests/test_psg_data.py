@@ -160,27 +160,77 @@ def _set_relation(row):
 #  "open" = on construction, "read" = on dataset[i], None = it does not need that file)
 MALFORMED = {
     "missing image key": (_del_key("pan_seg_file_name"), "101", "missing key 'pan_seg_file_name'", "open"),
-    "missing segment key": (lambda m: m["data"][0]["segments_info"][1].pop("category_id"), "101", "segments_info[1]: missing key 'category_id'", "open"),
-    "height not an integer": (lambda m: m["data"][0].__setitem__("height", "6"), "101", "height is '6', not a positive integer", "open"),
+    "missing segment key": (
+        lambda m: m["data"][0]["segments_info"][1].pop("category_id"),
+        "101",
+        "segments_info[1]: missing key 'category_id'",
+        "open",
+    ),
+    "height not an integer": (
+        lambda m: m["data"][0].__setitem__("height", "6"),
+        "101",
+        "height is '6', not a positive integer",
+        "open",
+    ),
     "category out of range": (_set_segment("category_id", 4), "101", "category_id 4 out of range 0..3", "open"),
     "negative category": (_set_segment("category_id", -1), "101", "category_id -1 out of range", "open"),
     "isthing disagrees": (_set_segment("isthing", 0), "101", "isthing is 0 but category_id 0 is a thing class", "open"),
     "subject out of range": (_set_relation([4, 2, 1]), "101", "relation 0: subject index 4 out of range", "open"),
     "object out of range": (_set_relation([0, 7, 1]), "101", "relation 0: object index 7 out of range", "open"),
-    "predicate out of range": (_set_relation([0, 2, 2]), "101", "relation 0: predicate index 2 out of range 0..1", "open"),
+    "predicate out of range": (
+        _set_relation([0, 2, 2]),
+        "101",
+        "relation 0: predicate index 2 out of range 0..1",
+        "open",
+    ),
     "relation not a triple": (_set_relation([0, 2]), "101", "relation 0 is [0, 2], not [subject_index", "open"),
-    "duplicate image id": (lambda m: m["data"][1].__setitem__("image_id", "101"), "101", "image id appears 2 times", "open"),
+    "duplicate image id": (
+        lambda m: m["data"][1].__setitem__("image_id", "101"),
+        "101",
+        "image id appears 2 times",
+        "open",
+    ),
     "duplicate segment id": (_set_segment("id", 5), "101", "segment id 5 appears 2 times", "open"),
-    "annotations not parallel": (lambda m: m["data"][0]["annotations"].pop(), "101", "annotations has 3 entries, segments_info has 4", "open"),
-    "annotation category differs": (lambda m: m["data"][0]["annotations"][3].__setitem__("category_id", 0), "101", "annotations[3].category_id 0 differs", "open"),
-    "segment id not in PNG": (_set_segment("id", 301), "101", "segment ids [301] of segments_info are not in the panoptic PNG", "read"),
-    "PNG size": (lambda m: m["data"][1].__setitem__("height", 7), "102", "panoptic PNG is 6x8 (height x width), the record says 7x8", "read"),
+    "annotations not parallel": (
+        lambda m: m["data"][0]["annotations"].pop(),
+        "101",
+        "annotations has 3 entries, segments_info has 4",
+        "open",
+    ),
+    "annotation category differs": (
+        lambda m: m["data"][0]["annotations"][3].__setitem__("category_id", 0),
+        "101",
+        "annotations[3].category_id 0 differs",
+        "open",
+    ),
+    "segment id not in PNG": (
+        _set_segment("id", 301),
+        "101",
+        "segment ids [301] of segments_info are not in the panoptic PNG",
+        "read",
+    ),
+    "PNG size": (
+        lambda m: m["data"][1].__setitem__("height", 7),
+        "102",
+        "panoptic PNG is 6x8 (height x width), the record says 7x8",
+        "read",
+    ),
 }
 FILE_DAMAGE = {
     "missing panoptic PNG": (lambda root: (root / "panoptic/101.png").unlink(), "101", "panoptic PNG", "read"),
-    "unreadable panoptic PNG": (lambda root: (root / "panoptic/101.png").write_bytes(b"not a png"), "101", "cannot read panoptic PNG", "read"),
+    "unreadable panoptic PNG": (
+        lambda root: (root / "panoptic/101.png").write_bytes(b"not a png"),
+        "101",
+        "cannot read panoptic PNG",
+        "read",
+    ),
     "missing image": (lambda root: (root / "images/102.jpg").unlink(), "102", "images/102.jpg not found", None),
-    "image size": (lambda root: Image.new("RGB", (9, 6)).save(root / "images/101.jpg"), "101", "is 6x9 (height x width), the record says 6x8", None),
+    "image size": (
+        lambda root: Image.new("RGB", (9, 6)).save(root / "images/101.jpg"),
+        "101",
+        "is 6x9 (height x width), the record says 6x8",
+        None,
+    ),
     "extra id in PNG": (  # the reader ignores pixels of no segment; the check does not
         lambda root: Image.fromarray(_png([(MASK_SKY, 5), (~MASK_SKY, 9)])).save(root / "panoptic/103.png"),
         "103",
@@ -277,7 +327,11 @@ def _graphs() -> list[SceneGraph]:
     a = SceneGraph.from_masks(first, np.ones(4), labels=labels, category_ids=_ids(labels), file="train/a.jpg")
     a = a.with_relations([rel(0, 2, "standing on"), rel(0, 2, "on"), rel(3, 0, "beside")])
     b = SceneGraph.from_masks(
-        np.stack([MASK_SKY, ~MASK_SKY]), np.ones(2), labels=["sky-other-merged", "sea"], category_ids=_ids(["sky-other-merged", "sea"]), file="b.png"
+        np.stack([MASK_SKY, ~MASK_SKY]),
+        np.ones(2),
+        labels=["sky-other-merged", "sea"],
+        category_ids=_ids(["sky-other-merged", "sea"]),
+        file="b.png",
     )
     b = b.with_relations([rel(0, 1, "over")])
     return [replace(a, image_id="7"), replace(b, image_id="8")]

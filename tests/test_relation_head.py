@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import Tensor
+
 from conftest import SHARED
 from ram_factory import (
     LEGACY_POSITION_IDS_KEY,
@@ -19,8 +21,6 @@ from ram_factory import (
     write_published_pth,
     write_safetensors,
 )
-from torch import Tensor
-
 from relate_anything.errors import CheckpointError
 from relate_anything.ram import RelationHead, RelationHeadConfig, infer_config, relate
 
@@ -190,8 +190,16 @@ def test_safetensors_round_trip(tiny, tmp_path):
     head = head_from(sd, config)
     head.save(tmp_path / "head.safetensors")
     # projection_dim 7 cannot be inferred from shapes: the config must come from the metadata.
-    odd = RelationHeadConfig(feature_dim=8, hidden_size=32, num_heads=4, intermediate_size=16,
-                             num_predicates=5, projection_dim=7, vocab_size=3, max_position_embeddings=2)
+    odd = RelationHeadConfig(
+        feature_dim=8,
+        hidden_size=32,
+        num_heads=4,
+        intermediate_size=16,
+        num_predicates=5,
+        projection_dim=7,
+        vocab_size=3,
+        max_position_embeddings=2,
+    )
     odd_head = RelationHead(odd).eval()
     odd_head.save(tmp_path / "odd.safetensors")
 

@@ -11,10 +11,15 @@ from PIL import Image
 from transformers import SamModel
 
 from relate_anything.errors import CheckpointError
-from relate_anything.sam import SegmentationResult, Segmenter, capture_mask_tokens, load_sam
-from relate_anything.sam import ops
+from relate_anything.sam import SegmentationResult, Segmenter, capture_mask_tokens, load_sam, ops
 from relate_anything.sam.checkpoint import config_from_original_state_dict, hf_to_original_key
-from relate_anything.sam.transforms import apply_coords, normalize_and_pad, preprocess, preprocess_shape, resize_longest_side
+from relate_anything.sam.transforms import (
+    apply_coords,
+    normalize_and_pad,
+    preprocess,
+    preprocess_shape,
+    resize_longest_side,
+)
 from sam_factory import SamFiles, sam_config
 
 # Random weights predict IoU around 0 and unstable masks, so the score filters are off by default.
@@ -295,7 +300,9 @@ def test_stability_score_counts_like_a_plain_sum() -> None:
     low = (logits > -1.5).sum((1, 2), dtype=torch.int64)
     assert torch.equal(ops.stability_score(logits, -0.5, 1.0), high.float() / low.float())
     wide = torch.randn(2, 2, 40_000, generator=torch.Generator().manual_seed(8))  # rows too wide for int16
-    assert torch.equal(ops.stability_score(wide, 0.0, 1.0), (wide > 1).sum((1, 2)).float() / (wide > -1).sum((1, 2)).float())
+    assert torch.equal(
+        ops.stability_score(wide, 0.0, 1.0), (wide > 1).sum((1, 2)).float() / (wide > -1).sum((1, 2)).float()
+    )
 
 
 def test_mask_areas_count_pixels() -> None:
@@ -313,7 +320,9 @@ def test_boxes_from_logits_equal_boxes_of_thresholded_masks() -> None:
     assert ops.boxes_from_logits(logits[:0], 0.0).shape == (0, 4)
 
 
-@pytest.mark.parametrize("size", [(534, 800), (800, 534), (1500, 2250), (480, 640), (1024, 1024), (7, 1999), (333, 1024)])
+@pytest.mark.parametrize(
+    "size", [(534, 800), (800, 534), (1500, 2250), (480, 640), (1024, 1024), (7, 1999), (333, 1024)]
+)
 def test_postprocess_computes_only_the_kept_rows_bit_for_bit(size: tuple[int, int]) -> None:
     """Upsampling only the un-padded corner equals upsampling everything and cropping."""
     from relate_anything.sam.transforms import postprocess_logits

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve().parent / "reference" / "sam_reference.py"
 TOLERANCE = 1e-4
 
+
 def _case(name: str, points=None, labels=None, box=None, multimask: bool = True) -> dict:
     return {"name": name, "point_coords": points, "point_labels": labels, "box": box, "multimask_output": multimask}
 

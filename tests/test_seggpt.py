@@ -24,6 +24,7 @@ from relate_anything.seggpt.transforms import preprocess_image, preprocess_mask
 from sam_factory import SamFiles
 from seggpt_factory import random_seggpt
 
+
 @pytest.fixture(scope="module")
 def seggpt_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_seggpt")

@@ -113,7 +113,9 @@ def test_relations_follow_from_the_masks(synthetic):
             if predicate == "flying over":
                 assert labels[s] in {"kite", "bird", "airplane", "frisbee"}
         predicates.update(p for _, p, _ in triplets)
-    assert {"in", "enclosing", "standing on", "on", "beside", "in front of", "flying over"} <= set(predicates), predicates
+    assert {"in", "enclosing", "standing on", "on", "beside", "in front of", "flying over"} <= set(predicates), (
+        predicates
+    )
 
 
 def test_photo_backgrounds(tmp_path, images_dir):

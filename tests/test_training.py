@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import dataclasses
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +36,29 @@ from relate_anything.training.trainer import multilabel_categorical_crossentropy
 
 # A head small enough to train in seconds on two CPU cores.
 TINY_HEAD = RelationHeadConfig(
-    hidden_size=64, num_heads=2, num_layers=1, intermediate_size=128, projection_dim=32,
-    vocab_size=2, max_position_embeddings=2, type_vocab_size=1, dropout=0.0,
+    hidden_size=64,
+    num_heads=2,
+    num_layers=1,
+    intermediate_size=128,
+    projection_dim=32,
+    vocab_size=2,
+    max_position_embeddings=2,
+    type_vocab_size=1,
+    dropout=0.0,
 )
 
 
 def tiny_config(**overrides) -> TrainConfig:
-    values = dict(epochs=2, lr=3e-3, lr_milestones=(1,), batch_size=8, head=TINY_HEAD, ema_decay=0.99,
-                  max_grad_norm=None, log=False)
+    values = dict(
+        epochs=2,
+        lr=3e-3,
+        lr_milestones=(1,),
+        batch_size=8,
+        head=TINY_HEAD,
+        ema_decay=0.99,
+        max_grad_norm=None,
+        log=False,
+    )
     return TrainConfig(**(values | overrides))
 
 
@@ -70,12 +84,15 @@ def test_mask_ious_equal_brute_force():
 
 def test_match_masks_keeps_mutual_best_matches_above_threshold():
     gt = _boxes(20, [(0, 0, 10, 10), (10, 10, 20, 20), (0, 10, 10, 20)])
-    sam = _boxes(20, [
-        (0, 0, 10, 9),    # IoU 0.9 with gt 0: the best for gt 0
-        (0, 0, 10, 8),    # IoU 0.8 with gt 0: above 0.6 but not gt 0's best -> unmatched
-        (10, 10, 20, 16),  # IoU 0.6 with gt 1: not > 0.6 -> unmatched
-        (0, 10, 10, 17),  # IoU 0.7 with gt 2
-    ])
+    sam = _boxes(
+        20,
+        [
+            (0, 0, 10, 9),  # IoU 0.9 with gt 0: the best for gt 0
+            (0, 0, 10, 8),  # IoU 0.8 with gt 0: above 0.6 but not gt 0's best -> unmatched
+            (10, 10, 20, 16),  # IoU 0.6 with gt 1: not > 0.6 -> unmatched
+            (0, 10, 10, 17),  # IoU 0.7 with gt 2
+        ],
+    )
     match = match_masks(sam, gt)
     assert match.sam_to_gt.tolist() == [0, -1, -1, 2]
     assert match.gt_to_sam.tolist() == [0, -1, 3]
@@ -113,12 +130,16 @@ def test_multilabel_ce_equals_the_published_formula_over_valid_entries():
     for b in range(2):
         keep = valid[b].expand(3, 4, 4)
         expected.append(_ram_mlce(targets[b][keep], logits[b][keep]))
-    torch.testing.assert_close(multilabel_categorical_crossentropy(logits, targets, valid), torch.stack(expected).mean())
+    torch.testing.assert_close(
+        multilabel_categorical_crossentropy(logits, targets, valid), torch.stack(expected).mean()
+    )
     # Entries outside `valid` do not matter, whatever their logits and targets.
     changed = logits.clone()
     changed[1, :, 3] = 1e4
     for kind in ("multi_label_ce", "bce"):
-        torch.testing.assert_close(relation_loss(changed, targets, valid, kind), relation_loss(logits, targets, valid, kind))
+        torch.testing.assert_close(
+            relation_loss(changed, targets, valid, kind), relation_loss(logits, targets, valid, kind)
+        )
 
 
 def test_multilabel_ce_soft_targets_have_the_documented_optimum():
@@ -149,8 +170,11 @@ def test_triplet_recall_counts_hits_among_top_k():
 
 def _record(image_id: str, n: int, seed: int) -> ImageRecord:
     rng = np.random.default_rng(seed)
-    return ImageRecord(image_id=image_id, features=rng.standard_normal((n, 8)).astype(np.float32),
-                       relations=np.array([[0, n - 1, seed % 56]]))
+    return ImageRecord(
+        image_id=image_id,
+        features=rng.standard_normal((n, 8)).astype(np.float32),
+        relations=np.array([[0, n - 1, seed % 56]]),
+    )
 
 
 def test_cache_round_trip_and_uncommitted_shard_is_invisible(tmp_path, monkeypatch):
@@ -195,10 +219,14 @@ class _GroundTruth:
         for k in range(images):
             masks = _boxes(24, [(0, 0, 12, 24), (12, 0, 24, 12), (12, 12, 24, 24)]).numpy()
             graph = SceneGraph.from_masks(masks, np.ones(3), file=f"img{k}.png")
-            relations = [] if k == 1 else [  # image 1 has none: skipped
-                Relation(subject=0, predicate=names[k % 56], predicate_id=k % 56, object=1, score=1.0),
-                Relation(subject=2, predicate=names[3], predicate_id=3, object=0, score=1.0),
-            ]
+            relations = (
+                []
+                if k == 1
+                else [  # image 1 has none: skipped
+                    Relation(subject=0, predicate=names[k % 56], predicate_id=k % 56, object=1, score=1.0),
+                    Relation(subject=2, predicate=names[3], predicate_id=3, object=0, score=1.0),
+                ]
+            )
             self.graphs.append(dataclasses.replace(graph.with_relations(relations), image_id=f"id{k}"))
             path = root / f"img{k}.png"
             Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(path)
@@ -230,8 +258,13 @@ class _FakeSegmenter:
         self.calls += 1
         masks = _boxes(24, [(12, 0, 24, 12), (0, 0, 12, 23), (0, 0, 24, 24)])
         features = torch.randn(3, 256, generator=torch.Generator().manual_seed(self.seed))
-        return SegmentationResult(masks=masks, iou_predictions=torch.ones(3), stability_scores=torch.ones(3),
-                                  boxes=torch.zeros(3, 4), features=features)
+        return SegmentationResult(
+            masks=masks,
+            iou_predictions=torch.ones(3),
+            stability_scores=torch.ones(3),
+            boxes=torch.zeros(3, 4),
+            features=features,
+        )
 
 
 def test_collect_resumes_after_a_crash_with_every_image_exactly_once(tmp_path):
@@ -284,9 +317,12 @@ def test_training_learns_a_known_relation_rule(synthetic_caches):
     train_cache, val_cache = FeatureCache(train_dir, drop_empty=True), FeatureCache(val_dir, drop_empty=True)
     counts = train_cache.predicate_counts(56)
     gen = torch.Generator().manual_seed(0)
-    baseline = mean_recall([
-        triplet_recall(frequency_baseline_logits(counts, im.num_masks, generator=gen), im.relations) for im in val_cache
-    ])
+    baseline = mean_recall(
+        [
+            triplet_recall(frequency_baseline_logits(counts, im.num_masks, generator=gen), im.relations)
+            for im in val_cache
+        ]
+    )
     assert final["R@20"] >= 0.9, result.history
     assert final["R@20"] > baseline["R@20"] + 0.4, (final, baseline)
     assert result.history[0]["loss"] > final["loss"]
@@ -312,8 +348,9 @@ def test_bce_and_self_distillation_train(synthetic_caches):
 
 
 def _ddp_worker(rank: int, world: int, port: int, train_dir: Path, out: Path) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     result = train(train_dir, None, config=tiny_config(epochs=1, checkpoint_dir=out if rank == 0 else None))
     torch.save(result.head.state_dict(), out / f"rank{rank}.pt")
@@ -351,8 +388,13 @@ class _WithGroundTruthMasks:
         masks = torch.from_numpy(graph.masks())
         boxes = torch.tensor([segment.bbox for segment in graph.segments])
         prompted = self.segmenter.segment_prompts(boxes=boxes)
-        gt = SegmentationResult(masks=masks, iou_predictions=prompted.iou_predictions,
-                                stability_scores=prompted.stability_scores, boxes=boxes, features=prompted.features)
+        gt = SegmentationResult(
+            masks=masks,
+            iou_predictions=prompted.iou_predictions,
+            stability_scores=prompted.stability_scores,
+            boxes=boxes,
+            features=prompted.features,
+        )
         return SegmentationResult.concatenate([self.segmenter.segment_everything(), gt])
 
 
@@ -360,9 +402,9 @@ def test_synth_collect_train_eval_end_to_end(tiny_sam, tmp_path):
     """data synth -> collect -> train -> predict (SGDet and PredCls) -> eval, with a tiny random SAM."""
     import json
 
-    from conftest import RANDOM_WEIGHT_OPTIONS
     from typer.testing import CliRunner
 
+    from conftest import RANDOM_WEIGHT_OPTIONS
     from relate_anything.cli import app
     from relate_anything.datasets import PsgDataset
     from relate_anything.pipeline import RelateAnything
@@ -376,7 +418,9 @@ def test_synth_collect_train_eval_end_to_end(tiny_sam, tmp_path):
     # A random SAM's masks rarely match the ground truth, so few relations would survive. So that
     # relations survive matching, add the ground-truth masks to SAM's, each with the real SAM
     # feature of its box prompt (masks and features still go through the whole pipeline).
-    stats = collect(dataset, _WithGroundTruthMasks(segmenter, dataset), tmp_path / "cache", shard_size=3, progress=False)
+    stats = collect(
+        dataset, _WithGroundTruthMasks(segmenter, dataset), tmp_path / "cache", shard_size=3, progress=False
+    )
     assert stats.images == len(dataset) and stats.masks > stats.gt_masks and stats.kept_relations > 0
     cache = FeatureCache(tmp_path / "cache")
     assert sorted(cache.image_ids()) == sorted(dataset[i].image_id for i in range(len(dataset)))
@@ -384,7 +428,10 @@ def test_synth_collect_train_eval_end_to_end(tiny_sam, tmp_path):
         assert image.features.shape == (image.num_masks, 256)
         assert cache.masks(index).shape[0] == image.num_masks
         if len(image.relations):
-            assert image.relations[:, :2].max() < image.num_masks and (image.relations[:, 0] != image.relations[:, 1]).all()
+            assert (
+                image.relations[:, :2].max() < image.num_masks
+                and (image.relations[:, 0] != image.relations[:, 1]).all()
+            )
             assert (cache.matched_gt(index)[image.relations[:, :2]] >= 0).all()
     train(tmp_path / "cache", tmp_path / "cache", config=tiny_config(epochs=1, checkpoint_dir=tmp_path / "run"))
     head = RelationHead.from_checkpoint(tmp_path / "run" / "head.safetensors")
@@ -401,8 +448,17 @@ def test_synth_collect_train_eval_end_to_end(tiny_sam, tmp_path):
         pipeline.relate_regions(photo, truth).save(tmp_path / "predcls" / f"{truth.image_id}.json")
     result = runner.invoke(
         app,
-        ["eval", str(tmp_path / "sgdet"), str(tmp_path / "psg"), "--split", "all",
-         "--predcls", str(tmp_path / "predcls"), "--json", str(tmp_path / "scores.json")],
+        [
+            "eval",
+            str(tmp_path / "sgdet"),
+            str(tmp_path / "psg"),
+            "--split",
+            "all",
+            "--predcls",
+            str(tmp_path / "predcls"),
+            "--json",
+            str(tmp_path / "scores.json"),
+        ],
     )
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "scores.json").read_text())

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RANDOM_WEIGHT_OPTIONS
 
+from conftest import RANDOM_WEIGHT_OPTIONS
 from relate_anything import RelateAnything, RelateAnythingError, SceneGraph
 from relate_anything.image_io import load_image
 from relate_anything.naming import Labeler, Vocabulary
@@ -129,7 +129,9 @@ def test_segment_by_example_with_seggpt(pipeline, tiny_seggpt_folder, dog, tmp_p
     from relate_anything.seggpt import ExampleSegmenter
 
     with_seggpt = RelateAnything(
-        pipeline.segmenter, pipeline.relation_head, example_segmenter=ExampleSegmenter.from_pretrained(tiny_seggpt_folder)
+        pipeline.segmenter,
+        pipeline.relation_head,
+        example_segmenter=ExampleSegmenter.from_pretrained(tiny_seggpt_folder),
     )
     demo = SceneGraphDemo(with_seggpt, work_dir=tmp_path)
     painted = np.zeros(dog.shape[:2], dtype=bool)
@@ -185,7 +187,9 @@ def _column(page, index: int) -> list[str]:
 
 
 def test_the_page_in_a_real_browser(served_page, dog_jpg):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (pip install -e '.[test]')")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="browser tests need playwright (pip install -e '.[test]')"
+    )
     if CHROMIUM is None:
         pytest.skip("browser tests need Chromium (Debian: apt-get install chromium); .ci/run installs it")
     ARTIFACTS.mkdir(exist_ok=True)

@@ -57,7 +57,9 @@ def _three_segment_graph() -> SceneGraph:
 
     masks = np.zeros((3, 20, 20), bool)
     masks[0, :5], masks[1, 5:10], masks[2, 10:] = True, True, True
-    graph = SceneGraph.from_masks(masks, [0.9, 0.8, 0.7], labels=["dog", "stick & co", None], label_scores=[0.5, 0.5, None])
+    graph = SceneGraph.from_masks(
+        masks, [0.9, 0.8, 0.7], labels=["dog", "stick & co", None], label_scores=[0.5, 0.5, None]
+    )
     names = psg.predicates()
     triplets = [(0, "holding", 1, 0.9), (1, "beside", 0, 0.5), (0, "on", 2, 0.4), (0, "beside", 1, 0.3)]
     return graph.with_relations([Relation(s, p, names.index(p), o, c) for s, p, o, c in triplets])

@@ -1,8 +1,8 @@
 """relate-anything: panoptic scene graphs from any image.
 
-    >>> from relate_anything import RelateAnything
-    >>> graph = RelateAnything.from_pretrained(device="cuda")("photo.jpg")
-    >>> graph.save("photo.json")
+>>> from relate_anything import RelateAnything
+>>> graph = RelateAnything.from_pretrained(device="cuda")("photo.jpg")
+>>> graph.save("photo.json")
 """
 
 from relate_anything.errors import CheckpointError, ImageError, RelateAnythingError, WeightsNotFoundError

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from relate_anything.batch.cli import batch_command
 from relate_anything.console import (
     BoxNmsThreshOption,
     DeviceOption,
@@ -29,7 +30,6 @@ from relate_anything.console import (
     quiet_transformers,
     report,
 )
-from relate_anything.batch.cli import batch_command
 from relate_anything.datasets.cli import app as data_app
 from relate_anything.errors import RelateAnythingError
 from relate_anything.evaluation.cli import evaluate_command
@@ -77,9 +77,19 @@ def run(
         # Checked before any model loads: a typo should not cost a multi-GB download first.
         typer.Argument(help="Photos to process (JPEG, PNG, ...).", show_default=False, exists=True, dir_okay=False),
     ],
-    out: Annotated[Path, typer.Option(help="Folder for <stem>.json (the scene graph) and <stem>.png (the picture).")] = Path("."),
-    point: Annotated[str | None, typer.Option(help="X,Y in pixels: relate the thing at this point with everything else.", show_default=False)] = None,
-    box: Annotated[str | None, typer.Option(help="X0,Y0,X1,Y1 in pixels: relate the thing in this box with everything else.", show_default=False)] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for <stem>.json (the scene graph) and <stem>.png (the picture).")
+    ] = Path("."),
+    point: Annotated[
+        str | None,
+        typer.Option(help="X,Y in pixels: relate the thing at this point with everything else.", show_default=False),
+    ] = None,
+    box: Annotated[
+        str | None,
+        typer.Option(
+            help="X0,Y0,X1,Y1 in pixels: relate the thing in this box with everything else.", show_default=False
+        ),
+    ] = None,
     top_k: TopKOption = 20,
     device: DeviceOption = "cpu",
     dtype: DtypeOption = "float32",
@@ -89,23 +99,88 @@ def run(
     pred_iou_thresh: PredIouThreshOption = 0.88,
     stability_score_thresh: StabilityScoreThreshOption = 0.95,
     box_nms_thresh: BoxNmsThreshOption = 0.7,
-    features: Annotated[bool, typer.Option("--features", help="Store each segment's 256-d SAM feature in the JSON.")] = False,
-    labeler: Annotated[str | None, typer.Option(help="Name segments with this CLIP/SigLIP model: hub id or folder (default: $RELATE_ANYTHING_LABELER, else openai/clip-vit-base-patch32). Implied by --vocab, --find, --subject, --object.", show_default=False)] = None,
-    vocab: Annotated[str | None, typer.Option(help='Names to choose from: "dog,stick,sand", a file with one name a line, or "psg" (PSG\'s 133 classes, the default).', show_default=False)] = None,
-    label_threshold: Annotated[float | None, typer.Option(help="A segment stays unnamed when its best name scores below this (default: the labeler's, 0.2 for CLIP).", show_default=False)] = None,
-    find: Annotated[str | None, typer.Option(help='Find a thing by a phrase ("the dog") and relate it with everything else.', show_default=False)] = None,
-    detector: Annotated[str | None, typer.Option(help="Find with this text-conditioned detector (OWLv2: hub id or folder), whose boxes prompt SAM for things the point grid missed.", show_default=False)] = None,
-    example: Annotated[list[Path] | None, typer.Option(help="Example photo for segment-by-example (repeatable; pairs with --example-mask).", show_default=False, exists=True, dir_okay=False)] = None,
-    example_mask: Annotated[list[Path] | None, typer.Option(help="Mask PNG of the thing in the example photo (non-zero = the thing).", show_default=False, exists=True, dir_okay=False)] = None,
-    seggpt: Annotated[str | None, typer.Option(help="SegGPT weights for --example: hub id or folder (default: $RELATE_ANYTHING_SEGGPT, else BAAI/seggpt-vit-large).", show_default=False)] = None,
-    subject: Annotated[str | None, typer.Option(help="Keep relations whose subject's name matches this text.", show_default=False)] = None,
-    predicate: Annotated[str | None, typer.Option(help='Keep relations whose predicate matches this text ("on" matches "standing on").', show_default=False)] = None,
-    object_: Annotated[str | None, typer.Option("--object", help="Keep relations whose object's name matches this text.", show_default=False)] = None,
+    features: Annotated[
+        bool, typer.Option("--features", help="Store each segment's 256-d SAM feature in the JSON.")
+    ] = False,
+    labeler: Annotated[
+        str | None,
+        typer.Option(
+            help="Name segments with this CLIP/SigLIP model: hub id or folder (default: $RELATE_ANYTHING_LABELER, else openai/clip-vit-base-patch32). Implied by --vocab, --find, --subject, --object.",
+            show_default=False,
+        ),
+    ] = None,
+    vocab: Annotated[
+        str | None,
+        typer.Option(
+            help='Names to choose from: "dog,stick,sand", a file with one name a line, or "psg" (PSG\'s 133 classes, the default).',
+            show_default=False,
+        ),
+    ] = None,
+    label_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="A segment stays unnamed when its best name scores below this (default: the labeler's, 0.2 for CLIP).",
+            show_default=False,
+        ),
+    ] = None,
+    find: Annotated[
+        str | None,
+        typer.Option(
+            help='Find a thing by a phrase ("the dog") and relate it with everything else.', show_default=False
+        ),
+    ] = None,
+    detector: Annotated[
+        str | None,
+        typer.Option(
+            help="Find with this text-conditioned detector (OWLv2: hub id or folder), whose boxes prompt SAM for things the point grid missed.",
+            show_default=False,
+        ),
+    ] = None,
+    example: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Example photo for segment-by-example (repeatable; pairs with --example-mask).",
+            show_default=False,
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    example_mask: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Mask PNG of the thing in the example photo (non-zero = the thing).",
+            show_default=False,
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    seggpt: Annotated[
+        str | None,
+        typer.Option(
+            help="SegGPT weights for --example: hub id or folder (default: $RELATE_ANYTHING_SEGGPT, else BAAI/seggpt-vit-large).",
+            show_default=False,
+        ),
+    ] = None,
+    subject: Annotated[
+        str | None, typer.Option(help="Keep relations whose subject's name matches this text.", show_default=False)
+    ] = None,
+    predicate: Annotated[
+        str | None,
+        typer.Option(
+            help='Keep relations whose predicate matches this text ("on" matches "standing on").', show_default=False
+        ),
+    ] = None,
+    object_: Annotated[
+        str | None,
+        typer.Option("--object", help="Keep relations whose object's name matches this text.", show_default=False),
+    ] = None,
 ) -> None:
     """Build the scene graph of each IMAGE: writes OUT/<stem>.json and OUT/<stem>.png."""
     if len(example or []) != len(example_mask or []):
         raise typer.BadParameter("give one --example-mask for each --example", param_hint="--example-mask")
-    query = {key: value for key, value in (("subject", subject), ("predicate", predicate), ("object", object_)) if value}
+    query = {
+        key: value for key, value in (("subject", subject), ("predicate", predicate), ("object", object_)) if value
+    }
     try:
         request = _Request(
             point=_parse_numbers(point, 2, "--point"),
@@ -116,7 +191,9 @@ def run(
             top_k=top_k,
             features=features,
         )
-        naming = labeler is not None or vocab is not None or find is not None or subject is not None or object_ is not None
+        naming = (
+            labeler is not None or vocab is not None or find is not None or subject is not None or object_ is not None
+        )
         pipeline = _load_pipeline(
             sam=sam,
             ram=ram,
@@ -195,7 +272,13 @@ def _process_one(pipeline, path: Path, out: Path, request: _Request) -> None:
     # A query filters the ranked relations, so rank many more than it will keep.
     top_k = max(1000, 50 * request.top_k) if request.query else request.top_k
     graph = pipeline(
-        pixels, point=request.point, box=request.box, find=request.find, examples=request.examples, top_k=top_k, file=path.name
+        pixels,
+        point=request.point,
+        box=request.box,
+        find=request.find,
+        examples=request.examples,
+        top_k=top_k,
+        file=path.name,
     )
     if request.query:
         from relate_anything.naming import query

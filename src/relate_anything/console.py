@@ -77,7 +77,14 @@ def check_device(device: str) -> str:
     return device
 
 
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 def check_dtype(name: str):
@@ -108,11 +115,18 @@ RamOption = Annotated[
     ),
 ]
 TopKOption = Annotated[int, typer.Option(min=1, help="Relations to keep per image, best first.")]
-DeviceOption = Annotated[str, typer.Option(help="Where to run the models: cpu, cuda, cuda:1, ... (under torchrun, cuda means cuda:LOCAL_RANK).")]
-PointsPerSideOption = Annotated[int, typer.Option(min=1, help="Segment everything with an N x N grid of point prompts.")]
+DeviceOption = Annotated[
+    str,
+    typer.Option(help="Where to run the models: cpu, cuda, cuda:1, ... (under torchrun, cuda means cuda:LOCAL_RANK)."),
+]
+PointsPerSideOption = Annotated[
+    int, typer.Option(min=1, help="Segment everything with an N x N grid of point prompts.")
+]
 PredIouThreshOption = Annotated[float, typer.Option(help="Keep masks whose predicted IoU is above this.")]
 StabilityScoreThreshOption = Annotated[float, typer.Option(help="Keep masks whose stability score is at least this.")]
-BoxNmsThreshOption = Annotated[float, typer.Option(help="Drop a mask whose box overlaps a better mask's box by more than this IoU.")]
+BoxNmsThreshOption = Annotated[
+    float, typer.Option(help="Drop a mask whose box overlaps a better mask's box by more than this IoU.")
+]
 DtypeOption = Annotated[
     str,
     typer.Option(

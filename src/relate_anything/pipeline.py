@@ -27,13 +27,13 @@ import torch
 from relate_anything import psg, weights
 from relate_anything.errors import RelateAnythingError
 from relate_anything.image_io import load_image
+from relate_anything.naming import Detector, Labeler, Vocabulary, find_segments, segments_from_detections
 from relate_anything.ram import RelationHead, relate
 from relate_anything.sam import SegmentationResult, Segmenter, load_sam
-from relate_anything.sam.segmenter import PreparedImage
-from relate_anything.naming import Detector, Labeler, Vocabulary, find_segments, segments_from_detections
 from relate_anything.sam.ops import mask_intersections
-from relate_anything.seggpt import Example, ExampleSegmenter, example_segments
+from relate_anything.sam.segmenter import PreparedImage
 from relate_anything.scene_graph import Relation, SceneGraph
+from relate_anything.seggpt import Example, ExampleSegmenter, example_segments
 
 
 class RelateAnything:
@@ -91,8 +91,12 @@ class RelateAnything:
         $RELATE_ANYTHING_RAM or the authors' published `ram_epoch12.pth` (see `weights`).
         `segmenter_options` are `Segmenter` keyword arguments (points_per_side, thresholds, ...).
         """
-        sam_path = weights.resolve(sam or weights.default_reference(weights.SAM_WEIGHTS, weights.DEFAULT_SAM), weights.SAM_WEIGHTS)
-        ram_path = weights.resolve(ram or weights.default_reference(weights.RAM_WEIGHTS, weights.DEFAULT_RAM), weights.RAM_WEIGHTS)
+        sam_path = weights.resolve(
+            sam or weights.default_reference(weights.SAM_WEIGHTS, weights.DEFAULT_SAM), weights.SAM_WEIGHTS
+        )
+        ram_path = weights.resolve(
+            ram or weights.default_reference(weights.RAM_WEIGHTS, weights.DEFAULT_RAM), weights.RAM_WEIGHTS
+        )
         segmenter = Segmenter(load_sam(sam_path, device=device, dtype=dtype), **segmenter_options)
         relation_head = RelationHead.from_checkpoint(ram_path).to(device)
         return cls(segmenter, relation_head, top_k=top_k)
@@ -251,7 +255,9 @@ class RelateAnything:
         names += [None] * (len(segments) - len(names))
         scores += [None] * (len(segments) - len(scores))
         # Masks are named while still on the device; the graph encodes them once, at the end.
-        labels = {} if self.labeler is None else self.labeler.name_masks(pixels, segments.masks, self.vocabulary)._asdict()
+        labels = (
+            {} if self.labeler is None else self.labeler.name_masks(pixels, segments.masks, self.vocabulary)._asdict()
+        )
         graph = SceneGraph.from_masks(
             segments.masks, segments.iou_predictions, features=segments.features, file=file, **labels
         )
@@ -285,7 +291,13 @@ class RelateAnything:
         return segments[(iou < self.segmenter.duplicate_iou_thresh).all(1)]
 
     def _subject(
-        self, pixels: np.ndarray, graph: SceneGraph, *, point: Sequence[float] | None, box: Sequence[float] | None, find: str | None
+        self,
+        pixels: np.ndarray,
+        graph: SceneGraph,
+        *,
+        point: Sequence[float] | None,
+        box: Sequence[float] | None,
+        find: str | None,
     ) -> int | None:
         """Index of the segment that is the subject of every relation, or None for all pairs."""
         if point is not None or box is not None:
@@ -302,7 +314,9 @@ class RelateAnything:
         return next(i for i, s in enumerate(graph.segments) if s.id == best_id)
 
     @torch.inference_mode()
-    def relate_regions(self, image: str | Path | np.ndarray, regions: SceneGraph, *, top_k: int | None = None) -> SceneGraph:
+    def relate_regions(
+        self, image: str | Path | np.ndarray, regions: SceneGraph, *, top_k: int | None = None
+    ) -> SceneGraph:
         """Relations between given regions (PSG's PredCls setting: masks and names are given).
 
         Each region's feature is SAM's mask token for a box prompt of the region's bounding box,

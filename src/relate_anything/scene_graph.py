@@ -429,7 +429,9 @@ def rle_areas(rles: Sequence[dict[str, Any]]) -> np.ndarray:
     builds a uint8 array from the number of masks (numpy 2 refuses more than 255), so it is
     called on at most 255 at a time."""
     rles = list(rles)
-    chunks = [np.asarray(coco_mask.area(rles[i : i + 255]), dtype=np.int64).reshape(-1) for i in range(0, len(rles), 255)]
+    chunks = [
+        np.asarray(coco_mask.area(rles[i : i + 255]), dtype=np.int64).reshape(-1) for i in range(0, len(rles), 255)
+    ]
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
 
 

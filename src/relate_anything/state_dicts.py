@@ -58,9 +58,13 @@ def load_pretrained_folder(path: Path, classes: Mapping[str, Any], *, name: str)
     try:
         model_type = json.loads(config_path.read_text()).get("model_type")
     except (OSError, ValueError, AttributeError) as error:
-        raise CheckpointError(f"{path}: not a transformers {name} folder (cannot read {config_path.name}: {error})") from error
+        raise CheckpointError(
+            f"{path}: not a transformers {name} folder (cannot read {config_path.name}: {error})"
+        ) from error
     if model_type not in classes:
-        raise CheckpointError(f"{path}: config.json describes a {model_type!r} model, not {name} ({', '.join(classes)})")
+        raise CheckpointError(
+            f"{path}: config.json describes a {model_type!r} model, not {name} ({', '.join(classes)})"
+        )
     try:
         model, info = classes[model_type].from_pretrained(str(path), output_loading_info=True)
     except (OSError, ValueError, KeyError) as error:
@@ -69,7 +73,11 @@ def load_pretrained_folder(path: Path, classes: Mapping[str, Any], *, name: str)
         raise CheckpointError(
             f"{path}: the weights' shapes do not fit config.json (a config from another {name} variant?)"
         ) from error
-    problems = [f"{key.replace('_', ' ')}: {listed(sorted(map(str, info[key])))}" for key in ("missing_keys", "mismatched_keys") if info.get(key)]
+    problems = [
+        f"{key.replace('_', ' ')}: {listed(sorted(map(str, info[key])))}"
+        for key in ("missing_keys", "mismatched_keys")
+        if info.get(key)
+    ]
     if problems:
         raise CheckpointError(f"{path}: weights do not fit the {name} config ({'; '.join(problems)})")
     return model

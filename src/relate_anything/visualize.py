@@ -24,6 +24,11 @@ def segment_colour(segment_id: int, *, brightness: float = 0.95) -> tuple[int, i
     return int(red * 255), int(green * 255), int(blue * 255)
 
 
+def segment_hex_colour(segment_id: int, *, brightness: float = 0.95) -> str:
+    """`segment_colour` as "#rrggbb"."""
+    return "#{:02x}{:02x}{:02x}".format(*segment_colour(segment_id, brightness=brightness))
+
+
 def draw_scene_graph(image: np.ndarray, graph: SceneGraph, *, max_relations: int = 10) -> Image.Image:
     """Render `graph` over `image` (RGB uint8 [H, W, 3]) with a legend of its top relations.
 
@@ -109,8 +114,9 @@ def graph_svg(graph: SceneGraph, *, max_relations: int = 20, size: int = 480) ->
         max_relations: how many of the best relations to draw.
         size: width and height of the drawing in pixels.
     """
-    import networkx
     from xml.sax.saxutils import escape
+
+    import networkx
 
     shown = graph.relations[:max_relations]
     if not shown:
@@ -128,10 +134,9 @@ def graph_svg(graph: SceneGraph, *, max_relations: int = 20, size: int = 480) ->
 
     def place(node: int) -> tuple[float, float]:
         x, y = positions[node]
-        return margin + (x - min(xs)) / span_x * (size - 2 * margin), margin + (y - min(ys)) / span_y * (size - 2 * margin)
-
-    def hex_colour(segment_id: int, brightness: float) -> str:
-        return "#%02x%02x%02x" % segment_colour(segment_id, brightness=brightness)
+        return margin + (x - min(xs)) / span_x * (size - 2 * margin), margin + (y - min(ys)) / span_y * (
+            size - 2 * margin
+        )
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size} {size}" width="{size}" height="{size}" '
@@ -164,7 +169,7 @@ def graph_svg(graph: SceneGraph, *, max_relations: int = 20, size: int = 480) ->
         x, y = place(node)
         parts.append(
             f'<g class="segment" data-segment="{node}"><circle cx="{x:.1f}" cy="{y:.1f}" r="{radius}" '
-            f'fill="{hex_colour(node, 0.95)}" stroke="{hex_colour(node, 0.5)}" stroke-width="2"/>'
+            f'fill="{segment_hex_colour(node, brightness=0.95)}" stroke="{segment_hex_colour(node, brightness=0.5)}" stroke-width="2"/>'
             f'<text x="{x:.1f}" y="{y + 4:.1f}" text-anchor="middle" fill="black" stroke="white" stroke-width="3" '
             f'paint-order="stroke" font-weight="bold">{escape(graph.name(node))}</text></g>'
         )

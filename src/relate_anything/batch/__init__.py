@@ -10,7 +10,14 @@ The command line: `relate-anything batch INPUT --out DIR` (see `batch.cli`).
 
 from relate_anything.batch.inputs import InputError, InputItem, list_inputs, load_input
 from relate_anything.batch.job import BatchSummary, Outcome, PipelineSpec, relate_items, run_batch
-from relate_anything.batch.shards import ErrorLog, ShardWriter, finished_files, read_errors, read_scene_graphs, shard_paths
+from relate_anything.batch.shards import (
+    ErrorLog,
+    ShardWriter,
+    finished_files,
+    read_errors,
+    read_scene_graphs,
+    shard_paths,
+)
 
 __all__ = [
     "BatchSummary",

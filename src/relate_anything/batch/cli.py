@@ -41,15 +41,45 @@ def batch_command(
             show_default=False,
         ),
     ],
-    out: Annotated[Path, typer.Option(help="Output folder: scene_graphs-*.jsonl (or .parquet) and errors.jsonl; run the same command again to resume.", show_default=False)],
-    output_format: Annotated[str, typer.Option("--format", help="Shard format: jsonl (one SceneGraph JSON a line) or parquet (columns file, scene_graph; needs pyarrow).")] = "jsonl",
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Output folder: scene_graphs-*.jsonl (or .parquet) and errors.jsonl; run the same command again to resume.",
+            show_default=False,
+        ),
+    ],
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="Shard format: jsonl (one SceneGraph JSON a line) or parquet (columns file, scene_graph; needs pyarrow).",
+        ),
+    ] = "jsonl",
     top_k: TopKOption = 20,
     batch_size: Annotated[int, typer.Option(min=1, help="Images whose SAM encodings are computed together.")] = 4,
-    shard_size: Annotated[int, typer.Option(min=1, help="Scene graphs per committed shard (what a kill can cost: graphs not yet committed are computed again).")] = 256,
+    shard_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Scene graphs per committed shard (what a kill can cost: graphs not yet committed are computed again).",
+        ),
+    ] = 256,
     device: DeviceOption = "cpu",
-    devices: Annotated[str | None, typer.Option(help="Comma-separated devices, one worker process each: cuda:0,cuda:1,...", show_default=False)] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes on --device (with --device cuda: one per GPU, cuda:0..N-1).")] = 1,
-    ray: Annotated[str | None, typer.Option("--ray", help="Run on a Ray cluster with Ray Data, one actor per GPU: auto, ray://HOST:PORT, or local (start Ray here).", show_default=False)] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated devices, one worker process each: cuda:0,cuda:1,...", show_default=False),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes on --device (with --device cuda: one per GPU, cuda:0..N-1).")
+    ] = 1,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run on a Ray cluster with Ray Data, one actor per GPU: auto, ray://HOST:PORT, or local (start Ray here).",
+            show_default=False,
+        ),
+    ] = None,
     sam: SamOption = None,
     ram: RamOption = None,
     dtype: DtypeOption = "float32",
@@ -57,9 +87,15 @@ def batch_command(
     pred_iou_thresh: PredIouThreshOption = 0.88,
     stability_score_thresh: StabilityScoreThreshOption = 0.95,
     box_nms_thresh: BoxNmsThreshOption = 0.7,
-    features: Annotated[bool, typer.Option("--features", help="Store each segment's 256-d SAM feature in the graphs.")] = False,
-    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Try the images listed in OUT/errors.jsonl again.")] = False,
-    decode_threads: Annotated[int, typer.Option(min=1, help="Threads decoding images ahead of the model, per worker.")] = 2,
+    features: Annotated[
+        bool, typer.Option("--features", help="Store each segment's 256-d SAM feature in the graphs.")
+    ] = False,
+    retry_errors: Annotated[
+        bool, typer.Option("--retry-errors", help="Try the images listed in OUT/errors.jsonl again.")
+    ] = False,
+    decode_threads: Annotated[
+        int, typer.Option(min=1, help="Threads decoding images ahead of the model, per worker.")
+    ] = 2,
 ) -> None:
     """Relate every image of INPUT into sharded scene graphs in OUT: resumable, exactly once."""
     try:
@@ -134,6 +170,8 @@ def _devices(device: str, devices: str | None, workers: int) -> list[str]:
 
         check_device(device)
         if workers > torch.cuda.device_count():
-            raise RelateAnythingError(f"--workers {workers} with --device cuda: this machine has {torch.cuda.device_count()} GPUs")
+            raise RelateAnythingError(
+                f"--workers {workers} with --device cuda: this machine has {torch.cuda.device_count()} GPUs"
+            )
         return [f"cuda:{k}" for k in range(workers)]
     return [check_device(device)] * workers

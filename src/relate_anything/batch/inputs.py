@@ -67,7 +67,11 @@ def list_inputs(source: str | Path) -> list[InputItem]:
     text = str(source)
     if _is_url(text):
         _check_scheme(text)
-        items = _manifest_items(text, _fetch(text).decode("utf-8-sig"), base=text) if _is_manifest(text) else [InputItem(text, text)]
+        items = (
+            _manifest_items(text, _fetch(text).decode("utf-8-sig"), base=text)
+            if _is_manifest(text)
+            else [InputItem(text, text)]
+        )
     elif any(char in text for char in "*?[") and not Path(text).exists():
         items = [InputItem(_normalised(p), p) for p in sorted(glob.glob(text, recursive=True)) if os.path.isfile(p)]
         if not items:
@@ -172,7 +176,9 @@ def _jsonl_entries(name: str, content: str) -> list[str]:
         if isinstance(value, dict):
             value = next((value[key] for key in _LOCATION_KEYS if isinstance(value.get(key), str)), None)
         if not isinstance(value, str):
-            raise InputError(f"{name}, line {number}: expected a path string or an object with one of {', '.join(_LOCATION_KEYS)}")
+            raise InputError(
+                f"{name}, line {number}: expected a path string or an object with one of {', '.join(_LOCATION_KEYS)}"
+            )
         entries.append(value.strip())
     return entries
 

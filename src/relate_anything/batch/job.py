@@ -74,7 +74,12 @@ class PipelineSpec:
             raise RelateAnythingError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         reuse_freed_memory(device)
         return RelateAnything.from_pretrained(
-            self.sam, self.ram, device=device, dtype=getattr(torch, self.dtype), top_k=self.top_k, **self.segmenter_options
+            self.sam,
+            self.ram,
+            device=device,
+            dtype=getattr(torch, self.dtype),
+            top_k=self.top_k,
+            **self.segmenter_options,
         )
 
 
@@ -187,7 +192,11 @@ def run_batch(
             outcomes = relate_items(pipeline, todo, **options)
         else:
             outcomes = _relate_in_workers(todo, spec, devices, **options)
-        with writer, progress_bar(enabled=progress, rate_unit="images") as bar, contextlib.closing(iter(outcomes)) as stream:
+        with (
+            writer,
+            progress_bar(enabled=progress, rate_unit="images") as bar,
+            contextlib.closing(iter(outcomes)) as stream,
+        ):
             task = bar.add_task("relating", total=len(todo))
             for outcome in stream:
                 if outcome.scene_graph is not None:
@@ -222,7 +231,9 @@ def relate_items(
         yield from _relate_group(pipeline, group, features)
 
 
-def _decoded(items: Iterable[InputItem], *, threads: int, ahead: int) -> Iterator[tuple[InputItem, np.ndarray | Exception]]:
+def _decoded(
+    items: Iterable[InputItem], *, threads: int, ahead: int
+) -> Iterator[tuple[InputItem, np.ndarray | Exception]]:
     """(item, pixels or the exception that stopped decoding), in order, at most `ahead` in flight."""
     items = iter(items)
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="decode") as pool:
@@ -292,11 +303,15 @@ def check_job_settings(out_dir: Path, settings: dict[str, Any]) -> None:
     try:
         recorded = json.loads(path.read_text(encoding="utf-8"))["settings"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise RelateAnythingError(f"{path} is damaged ({error}); remove it only if every shard was made with these settings") from error
+        raise RelateAnythingError(
+            f"{path} is damaged ({error}); remove it only if every shard was made with these settings"
+        ) from error
     changed = sorted(key for key in settings.keys() | recorded.keys() if settings.get(key) != recorded.get(key))
     if changed:
         difference = "; ".join(f"{key}: {recorded.get(key)!r} before, {settings.get(key)!r} now" for key in changed)
-        raise RelateAnythingError(f"{out_dir} holds a job with other settings ({difference}): use the same settings or another --out")
+        raise RelateAnythingError(
+            f"{out_dir} holds a job with other settings ({difference}): use the same settings or another --out"
+        )
 
 
 # -- one worker process per device ---------------------------------------------------------------
@@ -312,7 +327,13 @@ class _WorkerFailed(NamedTuple):
 
 
 def _relate_in_workers(
-    items: Sequence[InputItem], spec: PipelineSpec, devices: Sequence[str], *, batch_size: int, features: bool, decode_threads: int
+    items: Sequence[InputItem],
+    spec: PipelineSpec,
+    devices: Sequence[str],
+    *,
+    batch_size: int,
+    features: bool,
+    decode_threads: int,
 ) -> Iterator[Outcome]:
     """Outcomes from one worker process per device; worker k relates items k, k + n, k + 2n, ..."""
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
@@ -322,7 +343,12 @@ def _relate_in_workers(
         context.Process(
             target=_worker,
             args=(spec, device, list(items[k :: len(devices)]), results, os.getpid()),
-            kwargs={"batch_size": batch_size, "features": features, "decode_threads": decode_threads, "cpu_threads": threads},
+            kwargs={
+                "batch_size": batch_size,
+                "features": features,
+                "decode_threads": decode_threads,
+                "cpu_threads": threads,
+            },
             daemon=True,
             name=f"relate-anything-{device}",
         )
@@ -384,7 +410,9 @@ def _worker(
             torch.set_num_threads(cpu_threads)  # workers share the cores instead of oversubscribing them
         quiet_transformers()
         pipeline = spec.build(device)
-        for outcome in relate_items(pipeline, items, batch_size=batch_size, features=features, decode_threads=decode_threads):
+        for outcome in relate_items(
+            pipeline, items, batch_size=batch_size, features=features, decode_threads=decode_threads
+        ):
             results.put(outcome)
     except RelateAnythingError as error:
         results.put(_WorkerFailed(str(error), error.exit_code))

@@ -76,7 +76,9 @@ def relate_on_ray(
         )
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                for file, graph, error, reason in zip(batch["file"], batch["scene_graph"], batch["error"], batch["reason"]):
+                for file, graph, error, reason in zip(
+                    batch["file"], batch["scene_graph"], batch["error"], batch["reason"]
+                ):
                     yield Outcome(str(file), str(graph) or None, str(error) or None, str(reason) or None)
         except Exception as error:  # Ray wraps what an actor raised (with its traceback in the message)
             cause = _user_error(error)
@@ -93,7 +95,9 @@ def relate_on_ray(
 class _RelateActor:
     """A Ray Data actor: one pipeline on its device, relating batches of {"file", "location"} rows."""
 
-    def __init__(self, *, spec: PipelineSpec, device: str, batch_size: int, features: bool, decode_threads: int) -> None:
+    def __init__(
+        self, *, spec: PipelineSpec, device: str, batch_size: int, features: bool, decode_threads: int
+    ) -> None:
         quiet_transformers()
         self.pipeline = spec.build(device)
         self.options = {"batch_size": batch_size, "features": features, "decode_threads": decode_threads}

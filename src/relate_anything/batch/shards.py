@@ -29,7 +29,16 @@ from relate_anything.atomic import TEMPORARY_SUFFIX, write_atomically, write_tex
 from relate_anything.errors import RelateAnythingError
 from relate_anything.scene_graph import SceneGraph
 
-__all__ = ["ERRORS_FILE", "FORMATS", "ErrorLog", "ShardWriter", "finished_files", "read_errors", "read_scene_graphs", "shard_paths"]
+__all__ = [
+    "ERRORS_FILE",
+    "FORMATS",
+    "ErrorLog",
+    "ShardWriter",
+    "finished_files",
+    "read_errors",
+    "read_scene_graphs",
+    "shard_paths",
+]
 
 FORMATS = ("jsonl", "parquet")
 ERRORS_FILE = "errors.jsonl"
@@ -56,7 +65,14 @@ class ShardWriter:
     the highest committed one.
     """
 
-    def __init__(self, directory: str | Path, *, output_format: str = "jsonl", shard_size: int = 256, max_seconds: float | None = 300.0) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        output_format: str = "jsonl",
+        shard_size: int = 256,
+        max_seconds: float | None = 300.0,
+    ) -> None:
         if output_format not in FORMATS:
             raise ValueError(f"output_format must be one of {FORMATS}, got {output_format!r}")
         if shard_size < 1:
@@ -103,7 +119,12 @@ class ShardWriter:
             _write_index(path, files)
         else:
             pyarrow, parquet = _import_pyarrow()
-            table = pyarrow.table({"file": pyarrow.array(files, pyarrow.string()), "scene_graph": pyarrow.array(graphs, pyarrow.large_string())})
+            table = pyarrow.table(
+                {
+                    "file": pyarrow.array(files, pyarrow.string()),
+                    "scene_graph": pyarrow.array(graphs, pyarrow.large_string()),
+                }
+            )
             write_atomically(path, lambda tmp: parquet.write_table(table, tmp))  # the commit
         return path
 

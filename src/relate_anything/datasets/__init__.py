@@ -1,8 +1,8 @@
 """Datasets in PSG format: read them as `SceneGraph`s, check them, write them, make synthetic ones.
 
-    >>> from relate_anything.datasets import PsgDataset, make_synthetic_psg
-    >>> dataset = PsgDataset(make_synthetic_psg("synthetic_psg", images=20), split="train")
-    >>> graph = dataset[0]  # a ground-truth SceneGraph
+>>> from relate_anything.datasets import PsgDataset, make_synthetic_psg
+>>> dataset = PsgDataset(make_synthetic_psg("synthetic_psg", images=20), split="train")
+>>> graph = dataset[0]  # a ground-truth SceneGraph
 """
 
 from relate_anything.datasets.psg import (

@@ -24,9 +24,17 @@ app = typer.Typer(
 
 @app.command()
 def check(
-    dataset: Annotated[Path, typer.Argument(help="Folder holding psg.json (or the JSON file itself).", show_default=False)],
-    images_root: Annotated[Path | None, typer.Option(help="Folder file_name is relative to (default: the JSON's folder).", show_default=False)] = None,
-    panoptic_root: Annotated[Path | None, typer.Option(help="Folder pan_seg_file_name is relative to (default: the images root).", show_default=False)] = None,
+    dataset: Annotated[
+        Path, typer.Argument(help="Folder holding psg.json (or the JSON file itself).", show_default=False)
+    ],
+    images_root: Annotated[
+        Path | None,
+        typer.Option(help="Folder file_name is relative to (default: the JSON's folder).", show_default=False),
+    ] = None,
+    panoptic_root: Annotated[
+        Path | None,
+        typer.Option(help="Folder pan_seg_file_name is relative to (default: the images root).", show_default=False),
+    ] = None,
 ) -> None:
     """List every problem of a PSG dataset, one line per problem. Exit code 0: none; 1: some."""
     from relate_anything.datasets.psg import check_records, psg_paths, read_psg_json
@@ -51,7 +59,9 @@ def synth(
     out: Annotated[Path, typer.Option(help="Folder to write psg.json, images/ and panoptic/ to.", show_default=False)],
     images: Annotated[int, typer.Option(min=1, help="Number of images (about 10% go to test_image_ids).")] = 20,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed writes the same files.")] = 0,
-    photos: Annotated[Path | None, typer.Option(help="Folder of photos to texture the backgrounds with.", show_default=False)] = None,
+    photos: Annotated[
+        Path | None, typer.Option(help="Folder of photos to texture the backgrounds with.", show_default=False)
+    ] = None,
 ) -> None:
     """Write a synthetic PSG dataset whose relations follow from its geometry."""
     from relate_anything.datasets.psg import read_psg_json
@@ -65,5 +75,6 @@ def synth(
         raise typer.BadParameter(str(error), param_hint="--photos") from None
     meta = read_psg_json(path)
     relations = sum(len(r["relations"]) for r in meta["data"])
-    stdout.print(f"wrote {path}: {images} images ({len(meta['test_image_ids'])} test), {relations} relations", markup=False)
-
+    stdout.print(
+        f"wrote {path}: {images} images ({len(meta['test_image_ids'])} test), {relations} relations", markup=False
+    )

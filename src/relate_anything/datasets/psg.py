@@ -37,7 +37,16 @@ from relate_anything.errors import RelateAnythingError
 from relate_anything.scene_graph import Relation, SceneGraph, Segment
 
 TOP_LEVEL_KEYS = ("data", "thing_classes", "stuff_classes", "predicate_classes", "test_image_ids")
-RECORD_KEYS = ("image_id", "file_name", "height", "width", "pan_seg_file_name", "segments_info", "annotations", "relations")
+RECORD_KEYS = (
+    "image_id",
+    "file_name",
+    "height",
+    "width",
+    "pan_seg_file_name",
+    "segments_info",
+    "annotations",
+    "relations",
+)
 SEGMENT_KEYS = ("id", "category_id")
 
 ImageSource = str | Path | np.ndarray | Image.Image
@@ -119,7 +128,11 @@ class PsgDataset:
         meta = read_psg_json(self.json_path)
         problems = _records_problems(meta)
         if problems:
-            more = f" (and {len(problems) - 1} more problems: run `relate-anything data check`)" if len(problems) > 1 else ""
+            more = (
+                f" (and {len(problems) - 1} more problems: run `relate-anything data check`)"
+                if len(problems) > 1
+                else ""
+            )
             raise PsgFormatError(f"{self.json_path}: {problems[0]}{more}")
         self.categories: tuple[str, ...] = tuple(meta["thing_classes"]) + tuple(meta["stuff_classes"])
         self.predicates: tuple[str, ...] = tuple(meta["predicate_classes"])
@@ -173,7 +186,9 @@ class PsgDataset:
         return f"PsgDataset({str(self.json_path)!r}, split={self.split!r}, images={len(self)})"
 
 
-def _graph(record: Mapping[str, Any], masks: np.ndarray, categories: Sequence[str], predicates: Sequence[str]) -> SceneGraph:
+def _graph(
+    record: Mapping[str, Any], masks: np.ndarray, categories: Sequence[str], predicates: Sequence[str]
+) -> SceneGraph:
     """The ground-truth SceneGraph of one record, given its segment masks [N, H, W] bool."""
     ids = [int(s["category_id"]) for s in record["segments_info"]]
     labels = [categories[i] for i in ids]
@@ -204,7 +219,9 @@ def _read_png_ids(path: Path, record: Mapping[str, Any]) -> np.ndarray:
         raise _FileProblem(f"cannot read panoptic PNG {path}: {error}") from None
     height, width = int(record["height"]), int(record["width"])
     if rgb.shape[:2] != (height, width):
-        raise _FileProblem(f"panoptic PNG is {rgb.shape[0]}x{rgb.shape[1]} (height x width), the record says {height}x{width}")
+        raise _FileProblem(
+            f"panoptic PNG is {rgb.shape[0]}x{rgb.shape[1]} (height x width), the record says {height}x{width}"
+        )
     ids = rgb[..., 2].astype(np.uint32) << 16
     ids |= rgb[..., 1].astype(np.uint32) << 8
     ids |= rgb[..., 0]
@@ -378,7 +395,9 @@ def _relation_problems(relations: Any, n_segments: int, n_predicates: int) -> li
         subject, object_, predicate = row
         for role, value in (("subject", subject), ("object", object_)):
             if not 0 <= value < n_segments:
-                problems.append(f"relation {index}: {role} index {value} out of range (the image has {n_segments} segments)")
+                problems.append(
+                    f"relation {index}: {role} index {value} out of range (the image has {n_segments} segments)"
+                )
         if not 0 <= predicate < n_predicates:
             problems.append(f"relation {index}: predicate index {predicate} out of range 0..{n_predicates - 1}")
     return problems
@@ -525,7 +544,9 @@ def _write_record(graph: SceneGraph, position: int, out: Path) -> dict[str, Any]
             )
         is_thing = int(category < len(psg.thing_classes()))
         area = int(visible.sum())
-        segments_info.append({"id": index + 1, "category_id": category, "iscrowd": 0, "isthing": is_thing, "area": area})
+        segments_info.append(
+            {"id": index + 1, "category_id": category, "iscrowd": 0, "isthing": is_thing, "area": area}
+        )
         annotations.append({"bbox": _bbox(visible), "bbox_mode": 0, "category_id": category})
     index_of = {segment.id: index for index, segment in enumerate(graph.segments)}
     relations = [[index_of[r.subject], index_of[r.object], r.predicate_id] for r in graph.relations]
@@ -547,7 +568,9 @@ def _category_id(segment: Segment, image_id: str) -> int:
     categories = psg.categories()
     if segment.category_id is not None:
         if not 0 <= segment.category_id < len(categories):
-            raise PsgFormatError(f"image {image_id}: segment {segment.id} has category_id {segment.category_id}, not 0..132")
+            raise PsgFormatError(
+                f"image {image_id}: segment {segment.id} has category_id {segment.category_id}, not 0..132"
+            )
         return segment.category_id
     if segment.label not in categories:
         raise PsgFormatError(

@@ -28,9 +28,9 @@ same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -301,7 +301,12 @@ class _Geometry:
 def _predicate(scene: _Geometry, a: int, b: int) -> str | None:
     """The first rule that holds for the ordered pair (a, b), or None."""
     visible, amodal, filled, labels, is_thing, supports = (
-        scene.visible, scene.amodal, scene.filled, scene.labels, scene.is_thing, scene.supports
+        scene.visible,
+        scene.amodal,
+        scene.filled,
+        scene.labels,
+        scene.is_thing,
+        scene.supports,
     )
     if is_inside(visible[a], filled[b]):
         return "in"
@@ -336,7 +341,9 @@ class _Piece:
     amodal: np.ndarray
 
 
-def _band_pieces(template: _Template, rng: np.random.Generator, height: int, width: int) -> tuple[list[_Piece], list[int]]:
+def _band_pieces(
+    template: _Template, rng: np.random.Generator, height: int, width: int
+) -> tuple[list[_Piece], list[int]]:
     """Stuff bands, top to bottom, and the row each band starts at."""
     ground = int(height * rng.uniform(0.52, 0.68))
     starts = [0, ground] if len(template.bands) == 2 else [0, int(height * rng.uniform(0.3, 0.42)), ground]
@@ -345,7 +352,12 @@ def _band_pieces(template: _Template, rng: np.random.Generator, height: int, wid
     if template.bands[1] == "mountain-merged":  # jagged peaks; the ground line stays straight
         x = np.arange(width)[None] / width
         top = top - (np.abs(((x * rng.uniform(2, 4) + rng.uniform()) % 1) - 0.5) * height * 0.2).astype(int)
-    bounds = [np.zeros((1, width), int), top, *[np.full((1, width), s) for s in starts[2:]], np.full((1, width), height)]
+    bounds = [
+        np.zeros((1, width), int),
+        top,
+        *[np.full((1, width), s) for s in starts[2:]],
+        np.full((1, width), height),
+    ]
     pieces = [_Piece(name, (rows >= bounds[i]) & (rows < bounds[i + 1])) for i, name in enumerate(template.bands)]
     return pieces, starts
 
@@ -521,7 +533,9 @@ def _paint(pieces: list[_Piece], min_area: int = 12) -> tuple[list[_Piece], np.n
 # -- rendering ----------------------------------------------------------------------------------
 
 
-def _render(pieces: list[_Piece], visible: np.ndarray, rng: np.random.Generator, photo: np.ndarray | None) -> np.ndarray:
+def _render(
+    pieces: list[_Piece], visible: np.ndarray, rng: np.random.Generator, photo: np.ndarray | None
+) -> np.ndarray:
     """RGB [H, W, 3] uint8: a flat colour per segment (jittered per instance), shading, noise;
     the stuff is blended 60:40 with `photo` [H, W, 3] when one is given."""
     colours = np.array([THINGS[p.label].colour if p.label in THINGS else STUFF_COLOURS[p.label] for p in pieces], float)
@@ -601,7 +615,9 @@ def make_synthetic_psg(
     return write_psg(graphs, out, test_image_ids=test_ids)
 
 
-def _scene(rng: np.random.Generator, size: tuple[int, int]) -> tuple[list[_Piece], np.ndarray, list[tuple[int, int, str]]]:
+def _scene(
+    rng: np.random.Generator, size: tuple[int, int]
+) -> tuple[list[_Piece], np.ndarray, list[tuple[int, int, str]]]:
     """Lay out and paint scenes until one has a relation (almost always the first)."""
     for _ in range(100):
         pieces, visible = _paint(_layout(rng, size))
@@ -611,10 +627,15 @@ def _scene(rng: np.random.Generator, size: tuple[int, int]) -> tuple[list[_Piece
     raise RuntimeError("no scene with a relation in 100 tries")  # unreachable in practice
 
 
-def _to_graph(image_id: str, pieces: list[_Piece], visible: np.ndarray, triplets: list[tuple[int, int, str]]) -> SceneGraph:
+def _to_graph(
+    image_id: str, pieces: list[_Piece], visible: np.ndarray, triplets: list[tuple[int, int, str]]
+) -> SceneGraph:
     predicates = psg.predicates()
-    graph = SceneGraph.from_masks(visible, np.ones(len(pieces)), labels=[p.label for p in pieces], file=f"images/{image_id}.jpg")
+    graph = SceneGraph.from_masks(
+        visible, np.ones(len(pieces)), labels=[p.label for p in pieces], file=f"images/{image_id}.jpg"
+    )
     relations = [
-        Relation(subject=s, object=o, predicate=name, predicate_id=predicates.index(name), score=1.0) for s, o, name in triplets
+        Relation(subject=s, object=o, predicate=name, predicate_id=predicates.index(name), score=1.0)
+        for s, o, name in triplets
     ]
     return replace(graph, image_id=image_id, relations=relations)

@@ -1,8 +1,8 @@
 """Scoring scene graphs against PSG ground truth: SGDet / PredCls R@K and mR@K, and PQ.
 
-    >>> from relate_anything.evaluation import evaluate
-    >>> report = evaluate(predicted_graphs, ground_truth_graphs)
-    >>> report["sgdet"]["R@20"], report["pq"]["PQ"]
+>>> from relate_anything.evaluation import evaluate
+>>> report = evaluate(predicted_graphs, ground_truth_graphs)
+>>> report["sgdet"]["R@20"], report["pq"]["PQ"]
 """
 
 from relate_anything.evaluation.masks import mask_iou, mask_iou_dense

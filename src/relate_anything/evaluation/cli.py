@@ -20,18 +20,45 @@ from relate_anything.errors import RelateAnythingError
 from relate_anything.evaluation.pairing import EvaluationError
 from relate_anything.scene_graph import SceneGraph
 
-
 _SPLITS = {"test": "test", "train": "train", "all": None}
 
 
 def evaluate_command(
-    pred: Annotated[Path, typer.Argument(help="Predictions: a folder of scene-graph JSON files, or a PSG-format psg.json.", show_default=False)],
-    gt: Annotated[Path, typer.Argument(help="Ground truth: a PSG-format psg.json (or its folder), or a folder of scene-graph JSON files.", show_default=False)],
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write every figure to this JSON file.", show_default=False)] = None,
-    predcls: Annotated[Path | None, typer.Option("--predcls", help="PredCls predictions (on the ground-truth segments), scored alongside.", show_default=False)] = None,
+    pred: Annotated[
+        Path,
+        typer.Argument(
+            help="Predictions: a folder of scene-graph JSON files, or a PSG-format psg.json.", show_default=False
+        ),
+    ],
+    gt: Annotated[
+        Path,
+        typer.Argument(
+            help="Ground truth: a PSG-format psg.json (or its folder), or a folder of scene-graph JSON files.",
+            show_default=False,
+        ),
+    ],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write every figure to this JSON file.", show_default=False)
+    ] = None,
+    predcls: Annotated[
+        Path | None,
+        typer.Option(
+            "--predcls",
+            help="PredCls predictions (on the ground-truth segments), scored alongside.",
+            show_default=False,
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="Which images of a ground-truth psg.json: test, train or all.")] = "test",
-    skip_empty_predictions: Annotated[bool, typer.Option("--skip-empty-predictions", help="Leave images without predicted relations out of R@K (OpenPSG's choice) instead of scoring them 0.")] = False,
-    per_predicate: Annotated[bool, typer.Option("--per-predicate/--no-per-predicate", help="Print the per-predicate recall table.")] = True,
+    skip_empty_predictions: Annotated[
+        bool,
+        typer.Option(
+            "--skip-empty-predictions",
+            help="Leave images without predicted relations out of R@K (OpenPSG's choice) instead of scoring them 0.",
+        ),
+    ] = False,
+    per_predicate: Annotated[
+        bool, typer.Option("--per-predicate/--no-per-predicate", help="Print the per-predicate recall table.")
+    ] = True,
 ) -> None:
     """Score PRED against GT: SGDet R@K / mR@K (plain and one mask per object), PQ, and PredCls."""
     from relate_anything.evaluation.metrics import evaluate
@@ -44,7 +71,9 @@ def evaluate_command(
             raise EvaluationError(f"{gt}: no ground-truth image with relations in split {split!r} (try --split all)")
         predictions = load_graphs(pred, split=None)
         predcls_predictions = None if predcls is None else load_graphs(predcls, split=None)
-        report = evaluate(predictions, ground_truth, predcls=predcls_predictions, skip_empty_predictions=skip_empty_predictions)
+        report = evaluate(
+            predictions, ground_truth, predcls=predcls_predictions, skip_empty_predictions=skip_empty_predictions
+        )
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps(report, indent=2))
@@ -96,7 +125,9 @@ def print_report(report: dict[str, Any], *, per_predicate: bool = True, console:
         for name in ("", "_things", "_stuff"):
             for kind in ("PQ", "SQ", "RQ"):
                 pq_table.add_column(kind + name, justify="right")
-        pq_table.add_row(*(f"{100 * pq[kind + name]:.2f}" for name in ("", "_things", "_stuff") for kind in ("PQ", "SQ", "RQ")))
+        pq_table.add_row(
+            *(f"{100 * pq[kind + name]:.2f}" for name in ("", "_things", "_stuff") for kind in ("PQ", "SQ", "RQ"))
+        )
         console.print(pq_table)
     if per_predicate:
         rows = {name: row for name, row in report["per_predicate"].items() if row["images"] > 0}

@@ -17,7 +17,14 @@ import numpy as np
 
 from relate_anything import psg
 from relate_anything.evaluation.masks import areas, coco_rles, intersection_areas, mask_iou
-from relate_anything.evaluation.pairing import EvaluationError, Pairing, Predictions, ground_truth_list, image_name, pair_predictions
+from relate_anything.evaluation.pairing import (
+    EvaluationError,
+    Pairing,
+    Predictions,
+    ground_truth_list,
+    image_name,
+    pair_predictions,
+)
 from relate_anything.evaluation.panoptic import PanopticAccumulator
 from relate_anything.evaluation.recall import ImageHits, ImageMatcher, RecallResult, aggregate_recall
 from relate_anything.scene_graph import SceneGraph
@@ -130,7 +137,12 @@ def triplet_recall(
     for prediction, gt in pair_predictions(predictions, ground_truth).pairs:
         if gt.relations:
             matcher = ImageMatcher(
-                prediction, gt, _segment_iou(prediction, gt), predicate_index=predicate_index, max_rows=ks[-1], iou_threshold=iou_threshold
+                prediction,
+                gt,
+                _segment_iou(prediction, gt),
+                predicate_index=predicate_index,
+                max_rows=ks[-1],
+                iou_threshold=iou_threshold,
             )
             hits.append(matcher.hits(one_mask_per_object=one_mask_per_object))
     return aggregate_recall(hits, ks=ks, predicates=vocabulary, skip_empty_predictions=skip_empty_predictions)
@@ -192,7 +204,9 @@ def _segment_iou(prediction: SceneGraph | None, gt: SceneGraph) -> np.ndarray:
 
 
 def _intersections(prediction: SceneGraph, gt: SceneGraph) -> np.ndarray:
-    return intersection_areas(coco_rles([s.mask for s in prediction.segments]), coco_rles([s.mask for s in gt.segments]))
+    return intersection_areas(
+        coco_rles([s.mask for s in prediction.segments]), coco_rles([s.mask for s in gt.segments])
+    )
 
 
 def _iou_from_intersections(inter: np.ndarray | None, prediction: SceneGraph | None, gt: SceneGraph) -> np.ndarray:
@@ -227,7 +241,9 @@ def _warnings(mode: str, pairing: Pairing, recall: RecallResult) -> list[str]:
     out = []
     if pairing.missing:
         how = "skipped" if recall.skipped_empty else "scored as empty"
-        out.append(f"{mode}: {len(pairing.missing)} ground-truth images have no prediction ({how}), e.g. {pairing.missing[0]}")
+        out.append(
+            f"{mode}: {len(pairing.missing)} ground-truth images have no prediction ({how}), e.g. {pairing.missing[0]}"
+        )
     if pairing.unmatched:
         out.append(
             f"{mode}: {len(pairing.unmatched)} predictions match no ground-truth image and were ignored, e.g. {pairing.unmatched[0]}"

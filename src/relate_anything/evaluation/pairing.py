@@ -52,7 +52,9 @@ def ground_truth_list(ground_truth: Iterable[SceneGraph] | Mapping[str, SceneGra
     return list(ground_truth.values()) if isinstance(ground_truth, Mapping) else list(ground_truth)
 
 
-def pair_predictions(predictions: Predictions, ground_truth: Iterable[SceneGraph] | Mapping[str, SceneGraph]) -> Pairing:
+def pair_predictions(
+    predictions: Predictions, ground_truth: Iterable[SceneGraph] | Mapping[str, SceneGraph]
+) -> Pairing:
     """Match each prediction to its ground-truth image (rules in the module docstring)."""
     gts = ground_truth_list(ground_truth)
     index = _GroundTruthIndex(gts)
@@ -115,6 +117,7 @@ class _GroundTruthIndex:
                 if found:
                     return found[0]
         return None
+
 
 def _basename(name: str) -> str:
     return PureWindowsPath(PurePosixPath(name).name).name

@@ -39,13 +39,17 @@ class PanopticAccumulator:
     def __init__(self) -> None:
         self.stats: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4))  # iou_sum, tp, fp, fn
 
-    def add(self, prediction: SceneGraph | None, ground_truth: SceneGraph, *, intersections: np.ndarray | None = None) -> None:
+    def add(
+        self, prediction: SceneGraph | None, ground_truth: SceneGraph, *, intersections: np.ndarray | None = None
+    ) -> None:
         """Score one image; `prediction` None means no predicted segments.
 
         `intersections`: [Np, Ng] pixel counts |P∩G| of all prediction x ground-truth segments
         (unpainted), when the caller has them already.
         """
-        pred_keep = [] if prediction is None else [i for i, s in enumerate(prediction.segments) if s.category is not None]
+        pred_keep = (
+            [] if prediction is None else [i for i, s in enumerate(prediction.segments) if s.category is not None]
+        )
         gt_keep = [i for i, s in enumerate(ground_truth.segments) if s.category is not None]
         pred_segments = [prediction.segments[i] for i in pred_keep] if prediction is not None else []
         gt_segments = [ground_truth.segments[i] for i in gt_keep]
@@ -62,7 +66,11 @@ class PanopticAccumulator:
 
         pred_labels = np.array([s.category for s in pred_segments], dtype=object)
         gt_labels = np.array([s.category for s in gt_segments], dtype=object)
-        same = pred_labels[:, None] == gt_labels[None, :] if len(pred_labels) and len(gt_labels) else np.zeros(inter.shape, dtype=bool)
+        same = (
+            pred_labels[:, None] == gt_labels[None, :]
+            if len(pred_labels) and len(gt_labels)
+            else np.zeros(inter.shape, dtype=bool)
+        )
         union = pred_area[:, None] + gt_area[None, :] - inter - on_void[:, None]
         iou = np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
         match = same & (iou > 0.5)

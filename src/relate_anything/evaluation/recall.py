@@ -121,7 +121,9 @@ class ImageMatcher:
                 raise EvaluationError(
                     f"image {image_name(ground_truth)}: ground-truth predicate {relation.predicate!r} is not in the vocabulary"
                 )
-            triplets.append((gt_position[relation.subject], gt_position[relation.object], predicate_index[relation.predicate]))
+            triplets.append(
+                (gt_position[relation.subject], gt_position[relation.object], predicate_index[relation.predicate])
+            )
         self.gt_triplets = np.array(triplets, dtype=np.int64).reshape(-1, 3)
 
         rows = [] if prediction is None else prediction.relations[:max_rows]
@@ -129,7 +131,10 @@ class ImageMatcher:
         if prediction is not None:
             pred_position = {s.id: i for i, s in enumerate(prediction.segments)}
             self.rows = np.array(
-                [(pred_position[r.subject], pred_position[r.object], predicate_index.get(r.predicate, -1)) for r in rows],
+                [
+                    (pred_position[r.subject], pred_position[r.object], predicate_index.get(r.predicate, -1))
+                    for r in rows
+                ],
                 dtype=np.int64,
             ).reshape(-1, 3)
             self.same_label = _same_label(prediction, ground_truth)
@@ -154,7 +159,9 @@ class ImageMatcher:
             & (row_p[:, None] == gt_p[None, :])
         )  # [R, T]
         if not len(hit):
-            return ImageHits(predicates=gt_p.copy(), first_hit=np.full(len(gt_p), NO_HIT, dtype=np.int64), empty=self.empty)
+            return ImageHits(
+                predicates=gt_p.copy(), first_hit=np.full(len(gt_p), NO_HIT, dtype=np.int64), empty=self.empty
+            )
         first_hit = np.where(hit.any(0), hit.argmax(0), NO_HIT).astype(np.int64)
         return ImageHits(predicates=gt_p.copy(), first_hit=first_hit, empty=self.empty)
 
@@ -204,11 +211,15 @@ def aggregate_recall(
         predicate_images += present
     n = len(scored)
     recall = recall_sum / n if n else np.zeros(len(ks))
-    per_predicate = np.divide(predicate_sum, predicate_images, out=np.zeros_like(predicate_sum), where=predicate_images > 0)
+    per_predicate = np.divide(
+        predicate_sum, predicate_images, out=np.zeros_like(predicate_sum), where=predicate_images > 0
+    )
     return RecallResult(
         recall={k: float(recall[i]) for i, k in enumerate(ks)},
         mean_recall={k: float(per_predicate[i].mean()) if n_pred else 0.0 for i, k in enumerate(ks)},
-        per_predicate={name: {k: float(per_predicate[i, j]) for i, k in enumerate(ks)} for j, name in enumerate(predicates)},
+        per_predicate={
+            name: {k: float(per_predicate[i, j]) for i, k in enumerate(ks)} for j, name in enumerate(predicates)
+        },
         predicate_images={name: int(predicate_images[j]) for j, name in enumerate(predicates)},
         images=n,
         empty=sum(1 for im in scored if im.empty),
@@ -219,6 +230,12 @@ def aggregate_recall(
 def _same_label(prediction: SceneGraph, ground_truth: SceneGraph) -> np.ndarray:
     """[Np, Ng] bool: both segments have a category (`Segment.category`) and it is the same."""
     codes: dict[str, int] = {}
-    pred = np.array([codes.setdefault(s.category, len(codes)) if s.category is not None else -1 for s in prediction.segments], dtype=np.int64)
-    gt = np.array([codes.setdefault(s.category, len(codes)) if s.category is not None else -2 for s in ground_truth.segments], dtype=np.int64)
+    pred = np.array(
+        [codes.setdefault(s.category, len(codes)) if s.category is not None else -1 for s in prediction.segments],
+        dtype=np.int64,
+    )
+    gt = np.array(
+        [codes.setdefault(s.category, len(codes)) if s.category is not None else -2 for s in ground_truth.segments],
+        dtype=np.int64,
+    )
     return pred[:, None] == gt[None, :]

@@ -44,6 +44,7 @@ DETECTOR_WEIGHTS = weights.WeightsKind(
     ),
 )
 
+
 def resolve_model_folder(reference: str | Path | None, kind: weights.WeightsKind, default: str) -> Path:
     """A local transformers folder with model and tokenizer files for `reference`.
 

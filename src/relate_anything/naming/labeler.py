@@ -306,7 +306,9 @@ def load_text_image_model(
     """
     from transformers import AutoTokenizer
 
-    model = load_pretrained_folder(folder, {family: _model_class(family) for family in families}, name="/".join(families))
+    model = load_pretrained_folder(
+        folder, {family: _model_class(family) for family in families}, name="/".join(families)
+    )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError) as error:

@@ -102,7 +102,7 @@ class Vocabulary:
     def __post_init__(self) -> None:
         object.__setattr__(self, "entries", tuple(self.entries))
         if not self.entries:
-            raise VocabularyError("the vocabulary is empty: give at least one name (e.g. --vocab \"dog,stick,sand\")")
+            raise VocabularyError('the vocabulary is empty: give at least one name (e.g. --vocab "dog,stick,sand")')
         names = [entry.name for entry in self.entries]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:

@@ -21,9 +21,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from relate_anything.errors import CheckpointError
-from relate_anything.state_dicts import listed, mismatches
-
 from relate_anything.ram.config import RelationHeadConfig
+from relate_anything.state_dicts import listed, mismatches
 
 if TYPE_CHECKING:
     from relate_anything.ram.head import RelationHead
@@ -121,7 +120,9 @@ def infer_config(
         )
     not_matrices = [k for k in needed if state_dict[k].dim() != 2]
     if not_matrices:
-        raise CheckpointError(f"{path}: wrong shape {', '.join(f'{k} {list(state_dict[k].shape)}' for k in not_matrices)}")
+        raise CheckpointError(
+            f"{path}: wrong shape {', '.join(f'{k} {list(state_dict[k].shape)}' for k in not_matrices)}"
+        )
     hidden, feature_dim = state_dict["fc_input.0.weight"].shape
     projected = state_dict["cls_sub.weight"].shape[0]
     if projected % projection_dim or hidden % head_dim:

@@ -47,7 +47,7 @@ class RelationHeadConfig:
         sizes = {k: v for k, v in asdict(self).items() if isinstance(v, int)}
         bad = [k for k, v in sizes.items() if v < 1]
         if bad:
-            raise ValueError(f"RelationHeadConfig sizes must be positive, got {({k: sizes[k] for k in bad})}")
+            raise ValueError(f"RelationHeadConfig sizes must be positive, got { ({k: sizes[k] for k in bad}) }")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
         if self.max_position_embeddings < 2:

@@ -1,10 +1,10 @@
 """The Segment Anything stage: load SAM into transformers' `SamModel`, segment, keep features.
 
-    >>> from relate_anything.sam import Segmenter
-    >>> segmenter = Segmenter.from_pretrained("sam_vit_h_4b8939.pth", device="cuda")
-    >>> segmenter.set_image(rgb_uint8)               # [H, W, 3]
-    >>> result = segmenter.segment_everything()       # SegmentationResult
-    >>> result.masks.shape, result.features.shape     # [N, H, W] bool, [N, 256]
+>>> from relate_anything.sam import Segmenter
+>>> segmenter = Segmenter.from_pretrained("sam_vit_h_4b8939.pth", device="cuda")
+>>> segmenter.set_image(rgb_uint8)               # [H, W, 3]
+>>> result = segmenter.segment_everything()       # SegmentationResult
+>>> result.masks.shape, result.features.shape     # [N, H, W] bool, [N, 256]
 """
 
 from relate_anything.sam.checkpoint import load_sam

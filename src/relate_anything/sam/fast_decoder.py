@@ -81,7 +81,9 @@ class FastMaskDecoder:
         >>> logits, iou, tokens = decoder(embedding, sparse[0], multimask_output=True)
     """
 
-    def __init__(self, model: SamModel, *, chunk_size: int | None = None, upscale_chunk_size: int | None = None) -> None:
+    def __init__(
+        self, model: SamModel, *, chunk_size: int | None = None, upscale_chunk_size: int | None = None
+    ) -> None:
         if (chunk_size is not None and chunk_size < 1) or (upscale_chunk_size is not None and upscale_chunk_size < 1):
             raise ValueError("chunk_size and upscale_chunk_size must be positive")
         self.model = model
@@ -210,7 +212,12 @@ class FastMaskDecoder:
         keep = iou > min_iou
         index = keep.flatten().nonzero()[:, 0]
         if len(index) == 0:
-            return keys.new_zeros(0, *self._mask_size(keys)), iou.flatten()[index], mask_tokens.flatten(0, 1)[index], index
+            return (
+                keys.new_zeros(0, *self._mask_size(keys)),
+                iou.flatten()[index],
+                mask_tokens.flatten(0, 1)[index],
+                index,
+            )
         prompts_kept = keep.any(dim=1)
         if len(index) < keep.numel():  # upscale only the prompts with a kept mask
             keys, mask_tokens, keep = keys[prompts_kept], mask_tokens[prompts_kept], keep[prompts_kept]

@@ -502,7 +502,9 @@ class Segmenter:
         Thresholded chunk by chunk, so the full-resolution float logits of only one chunk exist.
         """
         chunks = [logits > self.mask_threshold for logits in self._upscaled_chunks(low_res_logits)]
-        return torch.cat(chunks) if chunks else torch.zeros(0, *self.original_size, dtype=torch.bool, device=self.device)
+        return (
+            torch.cat(chunks) if chunks else torch.zeros(0, *self.original_size, dtype=torch.bool, device=self.device)
+        )
 
     def _upscaled_chunks(self, low_res_logits: torch.Tensor) -> Iterator[torch.Tensor]:
         """[n, H, W] full-resolution logits of successive chunks of the [N, 256, 256] logits."""

@@ -15,7 +15,14 @@ from PIL import Image
 
 from relate_anything.sam.checkpoint import PIXEL_MEAN, PIXEL_STD
 
-__all__ = ["apply_coords", "normalize_and_pad", "postprocess_logits", "preprocess", "preprocess_shape", "resize_longest_side"]
+__all__ = [
+    "apply_coords",
+    "normalize_and_pad",
+    "postprocess_logits",
+    "preprocess",
+    "preprocess_shape",
+    "resize_longest_side",
+]
 
 
 def preprocess_shape(height: int, width: int, long_side: int = 1024) -> tuple[int, int]:

@@ -1,11 +1,11 @@
 """Segment by example with SegGPT: find in a photo what example images' masks mark.
 
-    >>> from relate_anything.seggpt import ExampleSegmenter, example_segments, load_example
-    >>> finder = ExampleSegmenter.from_pretrained(device="cuda")       # BAAI/seggpt-vit-large
-    >>> examples = [load_example("cat1.jpg", "cat1_mask.png")]
-    >>> mask = finder.segment(rgb_uint8, examples)                     # [H, W] bool
-    >>> segmenter.set_image(rgb_uint8)                                 # SAM, for features
-    >>> segments = example_segments(finder, rgb_uint8, examples, segmenter)   # SegmentationResult
+>>> from relate_anything.seggpt import ExampleSegmenter, example_segments, load_example
+>>> finder = ExampleSegmenter.from_pretrained(device="cuda")       # BAAI/seggpt-vit-large
+>>> examples = [load_example("cat1.jpg", "cat1_mask.png")]
+>>> mask = finder.segment(rgb_uint8, examples)                     # [H, W] bool
+>>> segmenter.set_image(rgb_uint8)                                 # SAM, for features
+>>> segments = example_segments(finder, rgb_uint8, examples, segmenter)   # SegmentationResult
 """
 
 from relate_anything.seggpt.example import (

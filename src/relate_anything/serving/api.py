@@ -205,13 +205,32 @@ def create_app(
     )
     async def scene_graph(
         image: Annotated[UploadFile, File(description="The photo (JPEG, PNG, WebP, ...).")],
-        top_k: Annotated[int | None, Form(ge=1, le=MAX_TOP_K, description="Relations to keep, best first (default: the server's).")] = None,
-        point: Annotated[str | None, Form(description='"X,Y" in pixels: relate the thing at this point with everything else.')] = None,
-        box: Annotated[str | None, Form(description='"X0,Y0,X1,Y1" in pixels: relate the thing in this box with everything else.')] = None,
-        points_per_side: Annotated[int | None, Form(ge=1, le=MAX_POINTS_PER_SIDE, description="Segment everything with an N x N grid of point prompts.")] = None,
-        pred_iou_thresh: Annotated[float | None, Form(ge=0.0, le=1.0, description="Keep masks whose predicted IoU is above this.")] = None,
-        stability_score_thresh: Annotated[float | None, Form(ge=0.0, le=1.0, description="Keep masks whose stability score is at least this.")] = None,
-        vocab: Annotated[str | None, Form(max_length=MAX_VOCABULARY_NAMES * (MAX_NAME_LENGTH + 1), description='Names for the segments: "dog,stick,sand" or "psg" (needs a server with a labeler).')] = None,
+        top_k: Annotated[
+            int | None, Form(ge=1, le=MAX_TOP_K, description="Relations to keep, best first (default: the server's).")
+        ] = None,
+        point: Annotated[
+            str | None, Form(description='"X,Y" in pixels: relate the thing at this point with everything else.')
+        ] = None,
+        box: Annotated[
+            str | None, Form(description='"X0,Y0,X1,Y1" in pixels: relate the thing in this box with everything else.')
+        ] = None,
+        points_per_side: Annotated[
+            int | None,
+            Form(ge=1, le=MAX_POINTS_PER_SIDE, description="Segment everything with an N x N grid of point prompts."),
+        ] = None,
+        pred_iou_thresh: Annotated[
+            float | None, Form(ge=0.0, le=1.0, description="Keep masks whose predicted IoU is above this.")
+        ] = None,
+        stability_score_thresh: Annotated[
+            float | None, Form(ge=0.0, le=1.0, description="Keep masks whose stability score is at least this.")
+        ] = None,
+        vocab: Annotated[
+            str | None,
+            Form(
+                max_length=MAX_VOCABULARY_NAMES * (MAX_NAME_LENGTH + 1),
+                description='Names for the segments: "dog,stick,sand" or "psg" (needs a server with a labeler).',
+            ),
+        ] = None,
         features: Annotated[bool, Form(description="Include each segment's 256-d SAM feature.")] = False,
     ) -> Response:
         worker: InferenceWorker = app.state.worker
@@ -220,7 +239,10 @@ def create_app(
         vocabulary = _parse_vocabulary(vocab, has_labeler=worker.pipeline.labeler is not None)
         data = await image.read()
         if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"upload too large: {len(data)} bytes, the limit is {max_upload_bytes} bytes ({max_upload_bytes / 2**20:.1f} MiB)")
+            raise HTTPException(
+                413,
+                f"upload too large: {len(data)} bytes, the limit is {max_upload_bytes} bytes ({max_upload_bytes / 2**20:.1f} MiB)",
+            )
         pixels = await run_in_threadpool(_decode_image, data, max_pixels)
         _check_prompt(parsed_point, parsed_box, width=pixels.shape[1], height=pixels.shape[0])
         defaults = worker.default_settings
@@ -229,7 +251,9 @@ def create_app(
             settings=SegmenterSettings(
                 points_per_side=defaults.points_per_side if points_per_side is None else points_per_side,
                 pred_iou_thresh=defaults.pred_iou_thresh if pred_iou_thresh is None else pred_iou_thresh,
-                stability_score_thresh=defaults.stability_score_thresh if stability_score_thresh is None else stability_score_thresh,
+                stability_score_thresh=defaults.stability_score_thresh
+                if stability_score_thresh is None
+                else stability_score_thresh,
             ),
             top_k=worker.pipeline.top_k if top_k is None else top_k,
             file=_file_name(image.filename),
@@ -285,7 +309,9 @@ def _decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     except Image.DecompressionBombError as error:
         raise HTTPException(413, f"image too large to decode safely ({error})") from error
     except UnidentifiedImageError as error:
-        raise HTTPException(415, "the upload is not an image in a format this server reads (JPEG, PNG, WebP, ...)") from error
+        raise HTTPException(
+            415, "the upload is not an image in a format this server reads (JPEG, PNG, WebP, ...)"
+        ) from error
     except RelateAnythingError as error:
         raise HTTPException(400, f"cannot use this image: {error}") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
@@ -324,7 +350,9 @@ def _parse_vocabulary(text: str | None, *, has_labeler: bool) -> Vocabulary | No
     if text is None or not text.strip():
         return None
     if not has_labeler:
-        raise HTTPException(400, "vocab needs a labeler, and this server has none: start it with `relate-anything serve --labeler ...`")
+        raise HTTPException(
+            400, "vocab needs a labeler, and this server has none: start it with `relate-anything serve --labeler ...`"
+        )
     from relate_anything.naming import Vocabulary
 
     if text.strip().lower() == "psg":
@@ -333,7 +361,9 @@ def _parse_vocabulary(text: str | None, *, has_labeler: bool) -> Vocabulary | No
     if not names:
         raise HTTPException(422, f"vocab {text!r} has no names: give comma-separated names or psg")
     if len(names) > MAX_VOCABULARY_NAMES or any(len(name) > MAX_NAME_LENGTH for name in names):
-        raise HTTPException(422, f"vocab: at most {MAX_VOCABULARY_NAMES} names of at most {MAX_NAME_LENGTH} characters each")
+        raise HTTPException(
+            422, f"vocab: at most {MAX_VOCABULARY_NAMES} names of at most {MAX_NAME_LENGTH} characters each"
+        )
     try:
         return Vocabulary.from_names(names)
     except RelateAnythingError as error:
@@ -403,7 +433,11 @@ class BodySizeLimit:
 
     async def _refuse(self, send) -> None:
         body = json.dumps({"detail": self.detail}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -413,10 +447,14 @@ class BodySizeLimit:
 
 def _model_names(pipeline: RelateAnything) -> dict[str, str]:
     """What /healthz names when the caller gave no names: the models' own config names."""
-    names = {"sam": getattr(pipeline.segmenter.model.config, "_name_or_path", "") or type(pipeline.segmenter.model).__name__}
+    names = {
+        "sam": getattr(pipeline.segmenter.model.config, "_name_or_path", "") or type(pipeline.segmenter.model).__name__
+    }
     names["ram"] = type(pipeline.relation_head).__name__
     if pipeline.labeler is not None:
-        names["labeler"] = getattr(pipeline.labeler.model.config, "_name_or_path", "") or type(pipeline.labeler.model).__name__
+        names["labeler"] = (
+            getattr(pipeline.labeler.model.config, "_name_or_path", "") or type(pipeline.labeler.model).__name__
+        )
     return names
 
 

@@ -35,18 +35,43 @@ def serve_command(
     dtype: DtypeOption = "float32",
     sam: SamOption = None,
     ram: RamOption = None,
-    labeler: Annotated[str | None, typer.Option(help="Name every segment with this CLIP/SigLIP model (hub id or folder); lets requests send `vocab`. Implied by --vocab.", show_default=False)] = None,
-    vocab: Annotated[str | None, typer.Option(help='Default names for requests without `vocab`: "dog,stick,sand", a file with one name a line, or "psg" (the default).', show_default=False)] = None,
-    label_threshold: Annotated[float | None, typer.Option(help="A segment stays unnamed when its best name scores below this (default: the labeler's).", show_default=False)] = None,
+    labeler: Annotated[
+        str | None,
+        typer.Option(
+            help="Name every segment with this CLIP/SigLIP model (hub id or folder); lets requests send `vocab`. Implied by --vocab.",
+            show_default=False,
+        ),
+    ] = None,
+    vocab: Annotated[
+        str | None,
+        typer.Option(
+            help='Default names for requests without `vocab`: "dog,stick,sand", a file with one name a line, or "psg" (the default).',
+            show_default=False,
+        ),
+    ] = None,
+    label_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="A segment stays unnamed when its best name scores below this (default: the labeler's).",
+            show_default=False,
+        ),
+    ] = None,
     top_k: Annotated[int, typer.Option(min=1, help="Relations per image when a request does not say.")] = 20,
     points_per_side: PointsPerSideOption = 32,
     pred_iou_thresh: PredIouThreshOption = 0.88,
     stability_score_thresh: StabilityScoreThreshOption = 0.95,
     box_nms_thresh: BoxNmsThreshOption = 0.7,
-    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest image file accepted, in MiB (larger: HTTP 413).")] = 20.0,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Largest image accepted, width x height, checked before decoding (larger: HTTP 413).")] = MAX_PIXELS,
+    max_upload_mb: Annotated[
+        float, typer.Option(min=0.001, help="Largest image file accepted, in MiB (larger: HTTP 413).")
+    ] = 20.0,
+    max_pixels: Annotated[
+        int,
+        typer.Option(min=1, help="Largest image accepted, width x height, checked before decoding (larger: HTTP 413)."),
+    ] = MAX_PIXELS,
     queue_size: Annotated[int, typer.Option(min=1, help="Requests that may wait for the model (more: HTTP 503).")] = 32,
-    timeout: Annotated[float, typer.Option(min=0.001, help="Seconds a request may wait and run in all (longer: HTTP 504).")] = 60.0,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a request may wait and run in all (longer: HTTP 504).")
+    ] = 60.0,
     max_batch: Annotated[int, typer.Option(min=1, help="Most photos run through the image encoder together.")] = 8,
 ) -> None:
     """Serve scene graphs over HTTP: POST /v1/scene-graph, GET /healthz, OpenAPI at /docs."""
@@ -55,7 +80,11 @@ def serve_command(
 
         from relate_anything.serving.api import create_app
     except ImportError as error:
-        fail(RelateAnythingError(f"serving needs the serve extra ({error.name} is missing): pip install 'relate-anything[serve]'"))
+        fail(
+            RelateAnythingError(
+                f"serving needs the serve extra ({error.name} is missing): pip install 'relate-anything[serve]'"
+            )
+        )
     from relate_anything import weights
     from relate_anything.cli import _load_pipeline
 

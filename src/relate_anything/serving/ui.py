@@ -33,7 +33,7 @@ from relate_anything.errors import RelateAnythingError
 from relate_anything.image_io import load_image
 from relate_anything.pipeline import RelateAnything
 from relate_anything.scene_graph import SceneGraph
-from relate_anything.visualize import graph_svg, segment_colour
+from relate_anything.visualize import graph_svg, segment_hex_colour
 
 __all__ = ["PageResult", "SceneGraphDemo", "build_ui", "sample_photos"]
 
@@ -79,7 +79,9 @@ class SceneGraphDemo:
         work_dir: where the JSON downloads are written (default: a new temporary folder).
     """
 
-    def __init__(self, pipeline: RelateAnything, *, max_relations_shown: int = 20, work_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, pipeline: RelateAnything, *, max_relations_shown: int = 20, work_dir: str | Path | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.max_relations_shown = max_relations_shown
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="relate-anything-ui-"))
@@ -101,21 +103,33 @@ class SceneGraphDemo:
         """The top-k triplets over all pairs of segments."""
         return self._run(image, top_k, file=file, mode="relate anything")
 
-    def relate_point(self, image: np.ndarray | None, point: Sequence[float], top_k: int, *, file: str | None = None) -> PageResult:
+    def relate_point(
+        self, image: np.ndarray | None, point: Sequence[float], top_k: int, *, file: str | None = None
+    ) -> PageResult:
         """The top-k triplets whose subject is the thing at `point` (x, y in image pixels)."""
-        return self._run(image, top_k, file=file, mode=f"relate the thing at ({point[0]:.0f}, {point[1]:.0f})", point=tuple(point))
+        return self._run(
+            image, top_k, file=file, mode=f"relate the thing at ({point[0]:.0f}, {point[1]:.0f})", point=tuple(point)
+        )
 
     def find(self, image: np.ndarray | None, phrase: str, top_k: int, *, file: str | None = None) -> PageResult:
         """The top-k triplets whose subject is the thing that `phrase` describes best."""
         if not self.can_find:
-            raise RelateAnythingError("find by text needs a labeler or a detector: start the UI with --labeler or --detector")
+            raise RelateAnythingError(
+                "find by text needs a labeler or a detector: start the UI with --labeler or --detector"
+            )
         phrase = (phrase or "").strip()
         if not phrase:
             raise RelateAnythingError("type what to find, e.g. 'the dog'")
         return self._run(image, top_k, file=file, mode=f"find {phrase!r}", find=phrase)
 
     def by_example(
-        self, image: np.ndarray | None, example: np.ndarray | None, example_mask: np.ndarray | None, top_k: int, *, file: str | None = None
+        self,
+        image: np.ndarray | None,
+        example: np.ndarray | None,
+        example_mask: np.ndarray | None,
+        top_k: int,
+        *,
+        file: str | None = None,
     ) -> PageResult:
         """The top-k triplets with SegGPT's segments of things like the masked one in `example`."""
         if not self.can_segment_by_example:
@@ -125,7 +139,13 @@ class SceneGraphDemo:
         example = load_image(example)
         if np.asarray(example_mask).shape[:2] != example.shape[:2]:
             raise RelateAnythingError("the painted mask must have the example photo's size")
-        return self._run(image, top_k, file=file, mode="segment by example", examples=[(example, np.asarray(example_mask, dtype=bool))])
+        return self._run(
+            image,
+            top_k,
+            file=file,
+            mode="segment by example",
+            examples=[(example, np.asarray(example_mask, dtype=bool))],
+        )
 
     def _run(self, image: np.ndarray | None, top_k: int, *, file: str | None, mode: str, **prompts: Any) -> PageResult:
         if image is None:
@@ -139,9 +159,8 @@ class SceneGraphDemo:
             self._requests += 1
             json_path = self.work_dir / f"{Path(file or 'photo').stem}-{self._requests}.json"
         graph.save(json_path, features=False)
-        status = (
-            f"{mode}: {len(graph.segments)} segments, {len(graph.relations)} relations in {seconds:.2f} s"
-            + (" (photo already encoded)" if cached else "")
+        status = f"{mode}: {len(graph.segments)} segments, {len(graph.relations)} relations in {seconds:.2f} s" + (
+            " (photo already encoded)" if cached else ""
         )
         return self._page(pixels, graph, json_path, status)
 
@@ -151,7 +170,7 @@ class SceneGraphDemo:
         masks = graph.masks()
         index = {segment.id: i for i, segment in enumerate(graph.segments)}
         annotations = [(masks[index[i]], graph.name(i)) for i in involved]
-        colours = {graph.name(i): "#%02x%02x%02x" % segment_colour(i) for i in involved}
+        colours = {graph.name(i): segment_hex_colour(i) for i in involved}
         triplets = [
             [rank + 1, graph.name(r.subject), r.predicate, graph.name(r.object), round(r.score, 3)]
             for rank, r in enumerate(graph.relations)
@@ -221,8 +240,12 @@ def build_ui(demo: SceneGraphDemo, *, samples: Sequence[Path] = (), top_k: int =
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                photo = gr.Image(label="Photo (click on it: relate that thing with everything)", type="numpy",
-                                 sources=["upload", "clipboard"], elem_id="photo")
+                photo = gr.Image(
+                    label="Photo (click on it: relate that thing with everything)",
+                    type="numpy",
+                    sources=["upload", "clipboard"],
+                    elem_id="photo",
+                )
                 if samples:
                     gr.Examples(examples=[[str(p)] for p in samples], inputs=[photo], label="Samples")
                 k = gr.Slider(1, 100, value=top_k, step=1, label="Relations to show (top-k)", elem_id="top-k")
@@ -237,9 +260,14 @@ def build_ui(demo: SceneGraphDemo, *, samples: Sequence[Path] = (), top_k: int =
                         if not demo.can_find:
                             gr.Markdown("Start the UI with `--labeler` or `--detector` to find things by text.")
                     with gr.Tab("Segment by example", id="example"):
-                        editor = gr.ImageEditor(label="Example photo: paint the thing", type="numpy",
-                                                interactive=demo.can_segment_by_example)
-                        example_button = gr.Button("Segment like this and relate", interactive=demo.can_segment_by_example)
+                        editor = gr.ImageEditor(
+                            label="Example photo: paint the thing",
+                            type="numpy",
+                            interactive=demo.can_segment_by_example,
+                        )
+                        example_button = gr.Button(
+                            "Segment like this and relate", interactive=demo.can_segment_by_example
+                        )
                         if not demo.can_segment_by_example:
                             gr.Markdown("Start the UI with `--seggpt` to segment by example.")
             with gr.Column(scale=1):
@@ -247,8 +275,9 @@ def build_ui(demo: SceneGraphDemo, *, samples: Sequence[Path] = (), top_k: int =
                 picture = gr.AnnotatedImage(label="Segments in the top relations", elem_id="segments")
                 graph = gr.HTML(label="Scene graph", elem_id="scene-graph")
                 download = gr.DownloadButton("Download the scene graph (JSON)", visible=False, elem_id="download")
-        triplets = gr.Dataframe(headers=TRIPLET_HEADERS, label="Relations, best first", interactive=False,
-                                elem_id="triplets", wrap=True)
+        triplets = gr.Dataframe(
+            headers=TRIPLET_HEADERS, label="Relations, best first", interactive=False, elem_id="triplets", wrap=True
+        )
         outputs = [picture, triplets, graph, download, status]
         # One model, one photo at a time: every action queues for the same slot.
         shared = {"concurrency_id": "model", "concurrency_limit": 1}
@@ -269,5 +298,9 @@ def _painted_example(editor: dict | None) -> tuple[np.ndarray | None, np.ndarray
         return background[..., :3], None
     mask = np.zeros(background.shape[:2], dtype=bool)
     for layer in layers:
-        mask |= layer[..., 3] > 0 if layer.ndim == 3 and layer.shape[2] == 4 else layer.reshape(*layer.shape[:2], -1).any(-1)
+        mask |= (
+            layer[..., 3] > 0
+            if layer.ndim == 3 and layer.shape[2] == 4
+            else layer.reshape(*layer.shape[:2], -1).any(-1)
+        )
     return background[..., :3], mask

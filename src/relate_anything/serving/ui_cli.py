@@ -26,20 +26,50 @@ from relate_anything.errors import RelateAnythingError
 
 def ui_command(
     sam: SamOption = None,
-    ram: Annotated[str | None, typer.Option(help="RAM head weights (as for `run`; default: $RELATE_ANYTHING_RAM, else the authors' ram_epoch12.pth).", show_default=False)] = None,
+    ram: Annotated[
+        str | None,
+        typer.Option(
+            help="RAM head weights (as for `run`; default: $RELATE_ANYTHING_RAM, else the authors' ram_epoch12.pth).",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOption = "cpu",
     dtype: DtypeOption = "float32",
-    labeler: Annotated[str | None, typer.Option(help="Name segments and find by text with this CLIP/SigLIP model (hub id or folder).", show_default=False)] = None,
-    vocab: Annotated[str | None, typer.Option(help='Names to choose from: "dog,stick,sand", a file, or "psg" (implies --labeler\'s default model).', show_default=False)] = None,
-    label_threshold: Annotated[float | None, typer.Option(help="A segment stays unnamed when its best name scores below this.", show_default=False)] = None,
-    detector: Annotated[str | None, typer.Option(help="Find by text with this OWLv2 detector (hub id or folder).", show_default=False)] = None,
-    seggpt: Annotated[str | None, typer.Option(help="Enable segment by example with these SegGPT weights (hub id or folder).", show_default=False)] = None,
+    labeler: Annotated[
+        str | None,
+        typer.Option(
+            help="Name segments and find by text with this CLIP/SigLIP model (hub id or folder).", show_default=False
+        ),
+    ] = None,
+    vocab: Annotated[
+        str | None,
+        typer.Option(
+            help='Names to choose from: "dog,stick,sand", a file, or "psg" (implies --labeler\'s default model).',
+            show_default=False,
+        ),
+    ] = None,
+    label_threshold: Annotated[
+        float | None,
+        typer.Option(help="A segment stays unnamed when its best name scores below this.", show_default=False),
+    ] = None,
+    detector: Annotated[
+        str | None, typer.Option(help="Find by text with this OWLv2 detector (hub id or folder).", show_default=False)
+    ] = None,
+    seggpt: Annotated[
+        str | None,
+        typer.Option(
+            help="Enable segment by example with these SegGPT weights (hub id or folder).", show_default=False
+        ),
+    ] = None,
     top_k: Annotated[int, typer.Option(min=1, max=100, help="Relations shown at first (the page has a slider).")] = 20,
     points_per_side: PointsPerSideOption = 32,
     pred_iou_thresh: PredIouThreshOption = 0.88,
     stability_score_thresh: StabilityScoreThreshOption = 0.95,
     box_nms_thresh: BoxNmsThreshOption = 0.7,
-    samples: Annotated[Path | None, typer.Option(help="Folder of more sample photos to offer.", exists=True, file_okay=False, show_default=False)] = None,
+    samples: Annotated[
+        Path | None,
+        typer.Option(help="Folder of more sample photos to offer.", exists=True, file_okay=False, show_default=False),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
     max_file_mb: Annotated[float, typer.Option(help="Largest upload accepted, in MB.")] = 50.0,

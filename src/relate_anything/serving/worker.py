@@ -237,7 +237,9 @@ class InferenceWorker:
         first = jobs[0]
         try:
             with self._applied(first):
-                graphs = self.pipeline.batch([job.pixels for job in jobs], files=[job.file for job in jobs], top_k=first.top_k)
+                graphs = self.pipeline.batch(
+                    [job.pixels for job in jobs], files=[job.file for job in jobs], top_k=first.top_k
+                )
         except Exception:
             # One bad photo must not fail the others: run them alone, each getting its own outcome.
             logger.warning("batch of %d failed; running its jobs one by one", len(jobs), exc_info=True)
@@ -250,7 +252,9 @@ class InferenceWorker:
     def _run_one(self, job: Job) -> None:
         try:
             with self._applied(job):
-                graph: SceneGraph = self.pipeline(job.pixels, point=job.point, box=job.box, top_k=job.top_k, file=job.file)
+                graph: SceneGraph = self.pipeline(
+                    job.pixels, point=job.point, box=job.box, top_k=job.top_k, file=job.file
+                )
         except Exception as error:
             job.future.set_exception(error)
         else:

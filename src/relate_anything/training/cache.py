@@ -109,7 +109,11 @@ class ShardWriter:
         self.rank = rank
         self.feature_dtype = feature_dtype
         self._buffer: list[ImageRecord] = []
-        used = [int(m.group(2)) for p in self.directory.glob("*.json") if (m := _SHARD_NAME.match(p.name[:-5])) and int(m.group(1)) == rank]
+        used = [
+            int(m.group(2))
+            for p in self.directory.glob("*.json")
+            if (m := _SHARD_NAME.match(p.name[:-5])) and int(m.group(1)) == rank
+        ]
         self._next_seq = max(used, default=-1) + 1
         for stale in self.directory.glob(f"shard-r{rank}-*.tmp"):  # a crashed writer's temporaries
             stale.unlink(missing_ok=True)
@@ -132,7 +136,10 @@ class ShardWriter:
             "relations": torch.from_numpy(np.concatenate([r.relations for r in records])).long(),
             "matched_gt": torch.from_numpy(np.concatenate([np.asarray(r.matched_gt) for r in records])).long(),
         }
-        write_atomically(self.directory / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}))
+        write_atomically(
+            self.directory / f"{name}.safetensors",
+            lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}),
+        )
         masks = {"masks": [r.masks for r in records]}
         write_text_atomically(self.directory / f"{name}.masks.json", json.dumps(masks))
         index = {

@@ -27,9 +27,10 @@ from relate_anything.console import (
 from relate_anything.errors import RelateAnythingError
 
 
-
 def collect_command(
-    data: Annotated[Path, typer.Argument(help="PSG-format dataset: a folder with psg.json, or the JSON file.", show_default=False)],
+    data: Annotated[
+        Path, typer.Argument(help="PSG-format dataset: a folder with psg.json, or the JSON file.", show_default=False)
+    ],
     out: Annotated[Path, typer.Option(help="Feature-cache folder to write (resumes if it exists).")] = Path("feats"),
     split: Annotated[str, typer.Option(help="Images to collect: train, test, or all.")] = "train",
     sam: SamOption = None,
@@ -39,7 +40,9 @@ def collect_command(
     pred_iou_thresh: PredIouThreshOption = 0.88,
     stability_score_thresh: StabilityScoreThreshOption = 0.95,
     box_nms_thresh: BoxNmsThreshOption = 0.7,
-    shard_size: Annotated[int, typer.Option(min=1, help="Images per committed shard (a crash re-does at most this many).")] = 256,
+    shard_size: Annotated[
+        int, typer.Option(min=1, help="Images per committed shard (a crash re-does at most this many).")
+    ] = 256,
     float32: Annotated[bool, typer.Option("--float32", help="Store features as float32 (default float16).")] = False,
 ) -> None:
     """Run SAM on every image of DATA, match its masks to the ground truth and cache features and relations."""
@@ -54,7 +57,9 @@ def collect_command(
         dataset = _psg_dataset(data, split)
         device = check_device(device)
         reuse_freed_memory(device)  # on CPUs, fewer page faults: ~1.2x faster (see cpu_allocator)
-        sam_path = weights.resolve(sam or weights.default_reference(weights.SAM_WEIGHTS, weights.DEFAULT_SAM), weights.SAM_WEIGHTS)
+        sam_path = weights.resolve(
+            sam or weights.default_reference(weights.SAM_WEIGHTS, weights.DEFAULT_SAM), weights.SAM_WEIGHTS
+        )
         segmenter = Segmenter(
             load_sam(sam_path, device=device),
             points_per_side=points_per_side,
@@ -63,7 +68,9 @@ def collect_command(
             stability_score_thresh=stability_score_thresh,
             box_nms_thresh=box_nms_thresh,
         )
-        stats = collect(dataset, segmenter, out, shard_size=shard_size, feature_dtype=torch.float32 if float32 else torch.float16)
+        stats = collect(
+            dataset, segmenter, out, shard_size=shard_size, feature_dtype=torch.float32 if float32 else torch.float16
+        )
     except RelateAnythingError as error:
         fail(error)
     stderr.print(
@@ -75,20 +82,34 @@ def collect_command(
 
 
 def train_command(
-    cache: Annotated[Path, typer.Argument(help="Training feature cache (from `relate-anything collect`).", show_default=False)],
-    val_cache: Annotated[Path | None, typer.Option(help="Held-out feature cache for R@20/50/100 after every epoch.", show_default=False)] = None,
-    out: Annotated[Path, typer.Option(help="Folder for head.safetensors, head_ema.safetensors, train_state.pt, history.json.")] = Path("runs/ram"),
+    cache: Annotated[
+        Path, typer.Argument(help="Training feature cache (from `relate-anything collect`).", show_default=False)
+    ],
+    val_cache: Annotated[
+        Path | None, typer.Option(help="Held-out feature cache for R@20/50/100 after every epoch.", show_default=False)
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for head.safetensors, head_ema.safetensors, train_state.pt, history.json.")
+    ] = Path("runs/ram"),
     epochs: Annotated[int, typer.Option(min=0)] = 12,
     lr: Annotated[float, typer.Option(help="AdamW learning rate (x0.1 at each milestone).")] = 1e-4,
     weight_decay: Annotated[float, typer.Option()] = 0.05,
     milestones: Annotated[str, typer.Option(help="Comma-separated epochs at which lr drops x0.1.")] = "6,10",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per step (per GPU).")] = 4,
     loss: Annotated[str, typer.Option(help="multi_label_ce (RAM's) or bce.")] = "multi_label_ce",
-    max_grad_norm: Annotated[float, typer.Option(help="Clip the gradient norm to this (RAM: 0.01); 0 disables.")] = 0.01,
-    ema_decay: Annotated[float, typer.Option(help="EMA of the weights (the distillation teacher); 0 disables.")] = 0.999,
-    distill_weight: Annotated[float, typer.Option(help="Weight of the EMA teacher's soft labels in the targets; 0 disables.")] = 0.0,
+    max_grad_norm: Annotated[
+        float, typer.Option(help="Clip the gradient norm to this (RAM: 0.01); 0 disables.")
+    ] = 0.01,
+    ema_decay: Annotated[
+        float, typer.Option(help="EMA of the weights (the distillation teacher); 0 disables.")
+    ] = 0.999,
+    distill_weight: Annotated[
+        float, typer.Option(help="Weight of the EMA teacher's soft labels in the targets; 0 disables.")
+    ] = 0.0,
     distill_temperature: Annotated[float, typer.Option(help="Temperature of the teacher's soft labels.")] = 1.0,
-    init_from: Annotated[Path | None, typer.Option(help="Start from these head weights (.pth or .safetensors).", show_default=False)] = None,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Start from these head weights (.pth or .safetensors).", show_default=False)
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/train_state.pt if it exists.")] = False,
     amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = True,
     device: DeviceOption = "cpu",

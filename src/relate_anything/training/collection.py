@@ -125,8 +125,16 @@ def collect(
     with writer, progress_bar(enabled=progress) as bar:
         task = bar.add_task(f"collecting (rank {rank}/{world_size})", total=len(todo))
         for index in todo:
-            record = _collect_one(dataset, index, ids[index], segmenter, stats, sam_to_gt_iou, gt_to_sam_iou,
-                                  keep_images_without_relations)
+            record = _collect_one(
+                dataset,
+                index,
+                ids[index],
+                segmenter,
+                stats,
+                sam_to_gt_iou,
+                gt_to_sam_iou,
+                keep_images_without_relations,
+            )
             if record is not None:
                 writer.add(record)
             bar.advance(task)

@@ -47,7 +47,12 @@ class SyntheticRule:
 
 
 def synthetic_rule(
-    *, feature_dim: int = 256, num_predicates: int = 56, active_predicates: int = 4, side_rate: float = 0.25, seed: int = 0
+    *,
+    feature_dim: int = 256,
+    num_predicates: int = 56,
+    active_predicates: int = 4,
+    side_rate: float = 0.25,
+    seed: int = 0,
 ) -> SyntheticRule:
     """The rule for `rule_seed` = seed (see the module docstring)."""
     rng = np.random.default_rng(seed)
@@ -86,8 +91,11 @@ def make_synthetic_feature_cache(
         shard_size, feature_dtype: as `ShardWriter`.
     """
     rule = synthetic_rule(
-        feature_dim=feature_dim, num_predicates=num_predicates, active_predicates=active_predicates,
-        side_rate=side_rate, seed=rule_seed,
+        feature_dim=feature_dim,
+        num_predicates=num_predicates,
+        active_predicates=active_predicates,
+        side_rate=side_rate,
+        seed=rule_seed,
     )
     rng = np.random.default_rng([seed, 1])
     with ShardWriter(out_dir, shard_size=shard_size, feature_dtype=feature_dtype) as writer:
@@ -96,5 +104,7 @@ def make_synthetic_feature_cache(
             features = rng.standard_normal((n, feature_dim)).astype(np.float32)
             # What the head sees is the stored (possibly float16) feature: label from that.
             features = features.astype(np.float16).astype(np.float32) if feature_dtype == torch.float16 else features
-            writer.add(ImageRecord(image_id=f"synthetic-{seed}-{k}", features=features, relations=rule.relations(features)))
+            writer.add(
+                ImageRecord(image_id=f"synthetic-{seed}-{k}", features=features, relations=rule.relations(features))
+            )
     return rule

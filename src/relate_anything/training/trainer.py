@@ -407,7 +407,9 @@ def _train(
     model: nn.Module = head
     if world > 1:
         model = nn.parallel.DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None)
-    sampler = DistributedSampler(_CacheDataset(train_cache), num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
+    sampler = DistributedSampler(
+        _CacheDataset(train_cache), num_replicas=world, rank=rank, shuffle=True, seed=config.seed
+    )
     loader = DataLoader(
         _CacheDataset(train_cache),
         batch_size=config.batch_size,
@@ -462,8 +464,14 @@ def _train(
         }
         if rank == 0:
             if val_cache is not None and len(val_cache):
-                entry |= evaluate(head, val_cache, ks=config.recall_ks, batch_size=config.eval_batch_size,
-                                  device=device, amp=config.amp)
+                entry |= evaluate(
+                    head,
+                    val_cache,
+                    ks=config.recall_ks,
+                    batch_size=config.eval_batch_size,
+                    device=device,
+                    amp=config.amp,
+                )
             history.append(entry)
             if config.log:
                 console.print(_format(entry, config.epochs), highlight=False)
@@ -514,7 +522,9 @@ def _device(config: TrainConfig, world: int) -> torch.device:
         if not torch.cuda.is_available():
             raise RelateAnythingError(f"device {config.device}: CUDA is not available on this machine; use cpu")
         if device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else torch.cuda.current_device())
+            device = torch.device(
+                "cuda", int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else torch.cuda.current_device()
+            )
         torch.cuda.set_device(device)
     return device
 
