@@ -1,0 +1,4 @@
+"""Video: frames in and out (PyAV), tracking through a clip, relations over time.
+
+The central type is `relate_anything.video_scene_graph.VideoSceneGraph`.
+"""
