@@ -7,6 +7,8 @@
 
 from relate_anything.errors import CheckpointError, ImageError, RelateAnythingError, WeightsNotFoundError
 from relate_anything.scene_graph import Relation, SceneGraph, Segment
+from relate_anything.settings import SegmentSettings
+from relate_anything.video_scene_graph import VideoSceneGraph
 
 __version__ = "0.1.0"
 
@@ -18,6 +20,8 @@ __all__ = [
     "Relation",
     "SceneGraph",
     "Segment",
+    "SegmentSettings",
+    "VideoSceneGraph",
     "WeightsNotFoundError",
 ]
 

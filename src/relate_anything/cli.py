@@ -1,7 +1,7 @@
 """The `relate-anything` command: a thin shell over `RelateAnything`.
 
 Errors the user can fix (missing weights, unreadable images, wrong checkpoints) are printed as
-one message with a non-zero exit code, never as a traceback.
+one message with the exit code of `console.EXIT_CODES`, never as a traceback.
 """
 
 from __future__ import annotations
@@ -14,27 +14,32 @@ import typer
 
 from relate_anything.batch.cli import batch_command
 from relate_anything.console import (
-    BoxNmsThreshOption,
+    EXIT_CODES_HELP,
+    EXIT_INPUTS,
+    DetectorOption,
     DeviceOption,
     DtypeOption,
-    PointsPerSideOption,
-    PredIouThreshOption,
+    LabelerOption,
+    LabelThresholdOption,
+    MultimaskOption,
     RamOption,
     SamOption,
-    StabilityScoreThreshOption,
+    SeggptOption,
     TopKOption,
-    check_device,
-    check_dtype,
-    fail,
+    VocabOption,
+    handles_errors,
+    optional_model,
+    parse_numbers,
     progress_bar,
-    quiet_transformers,
     report,
+    segment_settings_options,
 )
 from relate_anything.datasets.cli import app as data_app
 from relate_anything.errors import RelateAnythingError
 from relate_anything.evaluation.cli import evaluate_command
 from relate_anything.serving.cli import serve_command
 from relate_anything.serving.ui_cli import ui_command
+from relate_anything.settings import SegmentSettings
 from relate_anything.training.cli import collect_command, train_command
 
 app = typer.Typer(
@@ -45,24 +50,13 @@ app = typer.Typer(
 )
 
 
-def _parse_numbers(text: str | None, count: int, option: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != count:
-        raise typer.BadParameter(f"expected {count} comma-separated numbers, got {text!r}", param_hint=option)
-    return values
-
-
 @dataclass(frozen=True)
 class _Request:
     """What `run` asks of every image."""
 
     point: tuple[float, ...] | None
     box: tuple[float, ...] | None
+    multimask: bool
     find: str | None
     examples: list | None
     query: dict[str, str]
@@ -70,7 +64,9 @@ class _Request:
     features: bool
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES_HELP)
+@segment_settings_options
+@handles_errors
 def run(
     images: Annotated[
         list[Path],
@@ -90,52 +86,27 @@ def run(
             help="X0,Y0,X1,Y1 in pixels: relate the thing in this box with everything else.", show_default=False
         ),
     ] = None,
+    multimask: MultimaskOption = False,
     top_k: TopKOption = 20,
     device: DeviceOption = "cpu",
     dtype: DtypeOption = "float32",
     sam: SamOption = None,
     ram: RamOption = None,
-    points_per_side: PointsPerSideOption = 32,
-    pred_iou_thresh: PredIouThreshOption = 0.88,
-    stability_score_thresh: StabilityScoreThreshOption = 0.95,
-    box_nms_thresh: BoxNmsThreshOption = 0.7,
     features: Annotated[
         bool, typer.Option("--features", help="Store each segment's 256-d SAM feature in the JSON.")
     ] = False,
-    labeler: Annotated[
-        str | None,
-        typer.Option(
-            help="Name segments with this CLIP/SigLIP model: hub id or folder (default: $RELATE_ANYTHING_LABELER, else openai/clip-vit-base-patch32). Implied by --vocab, --find, --subject, --object.",
-            show_default=False,
-        ),
-    ] = None,
-    vocab: Annotated[
-        str | None,
-        typer.Option(
-            help='Names to choose from: "dog,stick,sand", a file with one name a line, or "psg" (PSG\'s 133 classes, the default).',
-            show_default=False,
-        ),
-    ] = None,
-    label_threshold: Annotated[
-        float | None,
-        typer.Option(
-            help="A segment stays unnamed when its best name scores below this (default: the labeler's, 0.2 for CLIP).",
-            show_default=False,
-        ),
-    ] = None,
+    labeler: LabelerOption = None,
+    vocab: VocabOption = None,
+    label_threshold: LabelThresholdOption = None,
     find: Annotated[
         str | None,
         typer.Option(
-            help='Find a thing by a phrase ("the dog") and relate it with everything else.', show_default=False
-        ),
-    ] = None,
-    detector: Annotated[
-        str | None,
-        typer.Option(
-            help="Find with this text-conditioned detector (OWLv2: hub id or folder), whose boxes prompt SAM for things the point grid missed.",
+            help='Find a thing by a phrase ("the dog") and relate it with everything else.',
             show_default=False,
+            rich_help_panel="Naming and finding",
         ),
     ] = None,
+    detector: DetectorOption = None,
     example: Annotated[
         list[Path] | None,
         typer.Option(
@@ -143,6 +114,7 @@ def run(
             show_default=False,
             exists=True,
             dir_okay=False,
+            rich_help_panel="Naming and finding",
         ),
     ] = None,
     example_mask: Annotated[
@@ -152,66 +124,72 @@ def run(
             show_default=False,
             exists=True,
             dir_okay=False,
+            rich_help_panel="Naming and finding",
         ),
     ] = None,
-    seggpt: Annotated[
+    seggpt: SeggptOption = None,
+    subject: Annotated[
         str | None,
         typer.Option(
-            help="SegGPT weights for --example: hub id or folder (default: $RELATE_ANYTHING_SEGGPT, else BAAI/seggpt-vit-large).",
+            help="Keep relations whose subject's name matches this text.",
             show_default=False,
+            rich_help_panel="Filters",
         ),
-    ] = None,
-    subject: Annotated[
-        str | None, typer.Option(help="Keep relations whose subject's name matches this text.", show_default=False)
     ] = None,
     predicate: Annotated[
         str | None,
         typer.Option(
-            help='Keep relations whose predicate matches this text ("on" matches "standing on").', show_default=False
+            help='Keep relations whose predicate matches this text ("on" matches "standing on").',
+            show_default=False,
+            rich_help_panel="Filters",
         ),
     ] = None,
     object_: Annotated[
         str | None,
-        typer.Option("--object", help="Keep relations whose object's name matches this text.", show_default=False),
+        typer.Option(
+            "--object",
+            help="Keep relations whose object's name matches this text.",
+            show_default=False,
+            rich_help_panel="Filters",
+        ),
     ] = None,
+    settings: SegmentSettings = SegmentSettings(),
 ) -> None:
     """Build the scene graph of each IMAGE: writes OUT/<stem>.json and OUT/<stem>.png."""
+    from relate_anything.devices import check_device
+    from relate_anything.pipeline import PipelineSpec
+    from relate_anything.weights import DETECTOR_WEIGHTS, LABELER_WEIGHTS, SEGGPT_WEIGHTS
+
     if len(example or []) != len(example_mask or []):
         raise typer.BadParameter("give one --example-mask for each --example", param_hint="--example-mask")
     query = {
         key: value for key, value in (("subject", subject), ("predicate", predicate), ("object", object_)) if value
     }
-    try:
-        request = _Request(
-            point=_parse_numbers(point, 2, "--point"),
-            box=_parse_numbers(box, 4, "--box"),
-            find=find,
-            examples=_load_examples(example or [], example_mask or []),
-            query=query,
-            top_k=top_k,
-            features=features,
-        )
-        naming = (
-            labeler is not None or vocab is not None or find is not None or subject is not None or object_ is not None
-        )
-        pipeline = _load_pipeline(
-            sam=sam,
-            ram=ram,
-            device=check_device(device),
-            dtype=check_dtype(dtype),
-            labeler=labeler if naming else False,
-            vocab=vocab,
-            label_threshold=label_threshold,
-            detector=detector,
-            seggpt=seggpt if example else False,
-            top_k=top_k,
-            points_per_side=points_per_side,
-            pred_iou_thresh=pred_iou_thresh,
-            stability_score_thresh=stability_score_thresh,
-            box_nms_thresh=box_nms_thresh,
-        )
-    except RelateAnythingError as error:
-        fail(error)
+    request = _Request(
+        point=parse_numbers(point, 2, "--point"),
+        box=parse_numbers(box, 4, "--box"),
+        multimask=multimask,
+        find=find,
+        examples=_load_examples(example or [], example_mask or []),
+        query=query,
+        top_k=top_k,
+        features=features,
+    )
+    naming = labeler is not None or vocab is not None or find is not None or subject is not None or object_ is not None
+    spec = PipelineSpec(
+        sam=sam,
+        ram=ram,
+        dtype=dtype,
+        settings=settings,
+        top_k=top_k,
+        labeler=optional_model(LABELER_WEIGHTS, labeler, wanted=naming),
+        label_threshold=label_threshold,
+        vocabulary=vocab,
+        detector=optional_model(DETECTOR_WEIGHTS, detector, wanted=detector is not None),
+        seggpt=optional_model(SEGGPT_WEIGHTS, seggpt, wanted=bool(example)),
+    )
+    spec.load_vocabulary()  # a bad vocabulary fails before any model loads
+    pipeline = spec.build(check_device(device))
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
     with progress_bar(enabled=len(images) > 1) as progress:
@@ -225,7 +203,7 @@ def run(
                 report(error)
             progress.advance(task)
     if failures:
-        raise typer.Exit(code=2)
+        raise typer.Exit(code=EXIT_INPUTS)
 
 
 def _load_examples(images: list[Path], masks: list[Path]) -> list | None:
@@ -234,34 +212,6 @@ def _load_examples(images: list[Path], masks: list[Path]) -> list | None:
     from relate_anything.seggpt import load_example
 
     return [load_example(image, mask) for image, mask in zip(images, masks)]
-
-
-def _load_pipeline(
-    *, sam, ram, device: str, dtype, labeler, vocab, label_threshold, detector, seggpt, top_k: int, **segmenter_options
-):
-    """The pipeline with the optional stages asked for (`False`: the stage is not wanted); `dtype`
-    is SAM's."""
-    from relate_anything.cpu_allocator import reuse_freed_memory
-    from relate_anything.pipeline import RelateAnything
-
-    quiet_transformers()
-    reuse_freed_memory(device)  # on CPUs, fewer page faults: ~1.2x faster (see cpu_allocator)
-    pipeline = RelateAnything.from_pretrained(sam, ram, device=device, dtype=dtype, top_k=top_k, **segmenter_options)
-    if labeler is not False:
-        from relate_anything.naming import Labeler, Vocabulary
-
-        options = {} if label_threshold is None else {"threshold": label_threshold}
-        pipeline.labeler = Labeler.from_pretrained(labeler, device=device, **options)
-        pipeline.vocabulary = None if vocab is None else Vocabulary.parse(vocab)
-    if detector is not None:
-        from relate_anything.naming import Detector
-
-        pipeline.detector = Detector.from_pretrained(detector, device=device)
-    if seggpt is not False:
-        from relate_anything.seggpt import ExampleSegmenter
-
-        pipeline.example_segmenter = ExampleSegmenter.from_pretrained(seggpt, device=device)
-    return pipeline
 
 
 def _process_one(pipeline, path: Path, out: Path, request: _Request) -> None:
@@ -275,6 +225,7 @@ def _process_one(pipeline, path: Path, out: Path, request: _Request) -> None:
         pixels,
         point=request.point,
         box=request.box,
+        multimask=request.multimask,
         find=request.find,
         examples=request.examples,
         top_k=top_k,
@@ -295,13 +246,13 @@ def _root() -> None:
 
 
 # The other stages' commands: large jobs, data preparation, evaluation, training and serving.
-app.command("batch")(batch_command)
+app.command("batch", epilog=EXIT_CODES_HELP)(batch_command)
 app.add_typer(data_app, name="data")
-app.command("eval")(evaluate_command)
-app.command("collect")(collect_command)
-app.command("train")(train_command)
-app.command("ui")(ui_command)
-app.command("serve")(serve_command)
+app.command("eval", epilog=EXIT_CODES_HELP)(evaluate_command)
+app.command("collect", epilog=EXIT_CODES_HELP)(collect_command)
+app.command("train", epilog=EXIT_CODES_HELP)(train_command)
+app.command("ui", epilog=EXIT_CODES_HELP)(ui_command)
+app.command("serve", epilog=EXIT_CODES_HELP)(serve_command)
 
 
 def main() -> None:

@@ -1,29 +1,39 @@
 """Errors a user can act on.
 
-Every error raised on purpose by relate-anything derives from `RelateAnythingError`; the CLI
-prints its message (no traceback) and exits with the error's `exit_code`.
+Every error raised on purpose by relate-anything derives from `RelateAnythingError` and says
+what to do. The errors carry no exit codes: the command line maps error types to its exit codes
+in one table (`relate_anything.console.EXIT_CODES`), the REST API to HTTP statuses.
 """
 
 
 class RelateAnythingError(Exception):
     """A problem with the user's input or environment, with a message that says what to do."""
 
-    exit_code = 1
+
+class UsageError(RelateAnythingError):
+    """An argument or setting outside what the call accepts (caught before any model loads
+    where possible)."""
 
 
 class CheckpointError(RelateAnythingError):
     """A weights file that is missing, unreadable, or does not have the expected keys/shapes."""
 
-    exit_code = 3
-
 
 class WeightsNotFoundError(RelateAnythingError):
     """Weights are neither on disk nor in the Hugging Face cache, and cannot be downloaded."""
 
-    exit_code = 3
-
 
 class ImageError(RelateAnythingError):
-    """An image that cannot be read, or is too large to process."""
+    """An image that cannot be read or used."""
 
-    exit_code = 2
+
+class NotAnImageError(ImageError):
+    """A file that is not an image in a format we read."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image with more pixels than the limit (checked before decoding)."""
+
+
+class PromptError(UsageError):
+    """A point or box prompt that does not fit the image."""

@@ -15,7 +15,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from relate_anything.errors import ImageError
+from relate_anything.errors import ImageError, ImageTooLargeError, NotAnImageError
 
 #: Largest image accepted by default (width x height). SAM resizes to 1024 on the long side anyway;
 #: the limit guards memory, since masks are returned at the original size. 8K UHD is ~33 MP.
@@ -61,14 +61,16 @@ def _decode(file: Path | BinaryIO, *, name: str, max_pixels: int) -> np.ndarray:
     except ImageError:
         raise
     except Image.DecompressionBombError as error:
-        raise ImageError(f"{name}: image too large to decode safely ({error}); resize it first") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageTooLargeError(f"{name}: image too large to decode safely ({error}); resize it first") from error
+    except UnidentifiedImageError as error:
+        raise NotAnImageError(f"{name}: not an image in a format we read (JPEG, PNG, WebP, ...)") from error
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"{name}: cannot read image ({error})") from error
 
 
 def _check_size(width: int, height: int, *, name: str, max_pixels: int) -> None:
     if width * height > max_pixels:
-        raise ImageError(
+        raise ImageTooLargeError(
             f"{name}: image too large: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
             f"limit of {max_pixels / 1e6:.0f}; resize it first (or raise max_pixels)"
         )
@@ -117,3 +119,10 @@ def _to_uint8(array: np.ndarray, *, name: str) -> np.ndarray:
         scale = 255.0 if array.max(initial=0.0) <= 1.0 else 1.0
         return np.round(np.clip(array * scale, 0, 255)).astype(np.uint8)
     raise ImageError(f"{name}: unsupported pixel type {array.dtype}")
+
+
+def check_rgb(image, *, name: str = "image") -> None:
+    """Raise `ImageError` unless `image` (numpy array or torch tensor) is RGB uint8 [H, W, 3]."""
+    shape, dtype = tuple(getattr(image, "shape", ())), str(getattr(image, "dtype", type(image).__name__))
+    if len(shape) != 3 or shape[2] != 3 or dtype.removeprefix("torch.") != "uint8":
+        raise ImageError(f"{name}: expected an RGB uint8 image [H, W, 3], got {shape or type(image).__name__} {dtype}")

@@ -1,4 +1,4 @@
-"""The whole job: an image in, a `SceneGraph` out.
+"""The whole job: an image in, a `SceneGraph` out; and the one place that builds it.
 
 `RelateAnything` joins the two stages RAM joins: Segment Anything segments the image (every
 mask with its 256-d mask-token feature), and the RAM relation head scores every ordered pair of
@@ -9,49 +9,65 @@ masks for PSG's 56 predicates. Two modes, as in RAM's demo:
   other mask are kept.
 
 Optional stages join in when given: a `Labeler` names every segment (open vocabulary), a
-`Detector` finds things by a phrase whose boxes prompt SAM (the best one is then the subject), and
-an `ExampleSegmenter` (SegGPT) adds the segments that look like an example. Prompted segments
-come first; automatic masks that duplicate one of them are dropped.
+`Detector` finds things by a phrase and returns boxes, and an `ExampleSegmenter` (SegGPT)
+returns masks of things like an example. The pipeline prompts SAM with those boxes and masks, so
+every segment has SAM's mask-token feature, the input the relation head was trained on.
+Prompted segments come first; automatic masks that duplicate one of them are dropped.
+
+Settings are passed per call (`settings=`, `vocabulary=`, `top_k=`), never by changing the
+live models, so one pipeline can serve requests with different settings.
+
+`PipelineSpec` is the one builder: every front end (run, batch and its workers, serve, ui,
+collect) describes the pipeline it wants with one and calls `build(device)`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from relate_anything import psg, weights
-from relate_anything.errors import RelateAnythingError
+from relate_anything.boxes import xyxy_inclusive_to_xyxy
+from relate_anything.devices import dtype_name, parse_dtype
+from relate_anything.errors import CheckpointError, PromptError, UsageError
 from relate_anything.image_io import load_image
-from relate_anything.naming import Detector, Labeler, Vocabulary, find_segments, segments_from_detections
+from relate_anything.masks import mask_ious
+from relate_anything.prefetch import prefetched
 from relate_anything.ram import RelationHead, relate
-from relate_anything.sam import SegmentationResult, Segmenter, load_sam
-from relate_anything.sam.ops import mask_intersections
+from relate_anything.sam import SegmentationResult, Segmenter, SegmentSettings, load_sam
 from relate_anything.sam.segmenter import PreparedImage
 from relate_anything.scene_graph import Relation, SceneGraph
-from relate_anything.seggpt import Example, ExampleSegmenter, example_segments
+
+if TYPE_CHECKING:
+    from relate_anything.naming import Detector, Labeler, Vocabulary
+    from relate_anything.seggpt import Example, ExampleSegmenter
+
+__all__ = ["PipelineSpec", "RelateAnything", "check_prompt"]
 
 
 class RelateAnything:
     """Segment everything, relate everything.
 
     Args:
-        segmenter: the SAM stage (its thresholds decide which masks become segments).
-        relation_head: the RAM head that scores [56, N, N] predicate logits from mask features.
-        top_k: how many triplets to keep per image, best first.
-        labeler: names segments from `vocabulary` (default: PSG's 133 classes); also used to find
-            segments by a phrase when there is no detector.
-        vocabulary: the names the labeler chooses from.
+        segmenter: the SAM stage.
+        relation_head: the RAM head that scores [56, N, N] predicate logits from mask features;
+            its input width must be the segmenter's feature width.
+        settings: the "segment everything" settings of calls that give none.
+        top_k: triplets kept per image when a call does not say, best first.
+        labeler: names segments from the vocabulary; also finds segments by a phrase when there
+            is no detector.
+        vocabulary: the names the labeler chooses from when a call gives none (None: PSG's 133).
         detector: a text-conditioned detector (OWLv2) for `find`, whose boxes prompt SAM.
         example_segmenter: SegGPT, for segments like the `examples` of a call.
 
     Example:
         >>> pipeline = RelateAnything.from_pretrained(device="cuda")
-        >>> graph = pipeline("photo.jpg")
+        >>> graph = pipeline("photo.jpg", settings=SegmentSettings(points_per_side=16), top_k=10)
         >>> print([graph.describe(r) for r in graph.relations[:3]])
     """
 
@@ -60,15 +76,22 @@ class RelateAnything:
         segmenter: Segmenter,
         relation_head: RelationHead,
         *,
+        settings: SegmentSettings | None = None,
         top_k: int = 20,
         labeler: Labeler | None = None,
         vocabulary: Vocabulary | None = None,
         detector: Detector | None = None,
         example_segmenter: ExampleSegmenter | None = None,
     ) -> None:
+        if relation_head.config.feature_dim != segmenter.feature_dim:
+            raise CheckpointError(
+                f"the relation head takes {relation_head.config.feature_dim}-d features but the segmenter "
+                f"{segmenter.name!r} gives {segmenter.feature_dim}-d mask tokens: use a head trained for this segmenter"
+            )
         self.segmenter = segmenter
         self.relation_head = relation_head.eval()
-        self.top_k = top_k
+        self.settings = settings or segmenter.settings
+        self.top_k = _check_top_k(top_k)
         self.labeler = labeler
         self.vocabulary = vocabulary
         self.detector = detector
@@ -81,25 +104,20 @@ class RelateAnything:
         ram: str | Path | None = None,
         *,
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
-        top_k: int = 20,
-        **segmenter_options,
+        dtype: torch.dtype | str = torch.float32,
+        **spec: Any,
     ) -> RelateAnything:
-        """Load SAM and the RAM head from paths, hub ids or `hf://` references.
+        """Load SAM and the RAM head (and any optional stage) from paths, hub ids or `hf://` references.
 
         `sam` defaults to $RELATE_ANYTHING_SAM or `facebook/sam-vit-huge`; `ram` to
         $RELATE_ANYTHING_RAM or the authors' published `ram_epoch12.pth` (see `weights`).
-        `segmenter_options` are `Segmenter` keyword arguments (points_per_side, thresholds, ...).
+        `spec` are further `PipelineSpec` fields: settings, top_k, labeler, vocabulary, detector, ...
         """
-        sam_path = weights.resolve(
-            sam or weights.default_reference(weights.SAM_WEIGHTS, weights.DEFAULT_SAM), weights.SAM_WEIGHTS
-        )
-        ram_path = weights.resolve(
-            ram or weights.default_reference(weights.RAM_WEIGHTS, weights.DEFAULT_RAM), weights.RAM_WEIGHTS
-        )
-        segmenter = Segmenter(load_sam(sam_path, device=device, dtype=dtype), **segmenter_options)
-        relation_head = RelationHead.from_checkpoint(ram_path).to(device)
-        return cls(segmenter, relation_head, top_k=top_k)
+        dtype = str(dtype).removeprefix("torch.")
+        return PipelineSpec(sam=_str(sam), ram=_str(ram), dtype=dtype, **spec).build(str(device))
+
+    # ------------------------------------------------------------------------------------------
+    # Calls
 
     @torch.inference_mode()
     def __call__(
@@ -108,8 +126,11 @@ class RelateAnything:
         *,
         point: Sequence[float] | None = None,
         box: Sequence[float] | None = None,
+        multimask: bool = False,
         find: str | None = None,
         examples: Sequence[Example] | None = None,
+        settings: SegmentSettings | None = None,
+        vocabulary: Vocabulary | None = None,
         top_k: int | None = None,
         file: str | None = None,
     ) -> SceneGraph:
@@ -118,12 +139,18 @@ class RelateAnything:
         Args:
             image: a path, or an RGB uint8 array [H, W, 3].
             point: (x, y) in image pixels: the mask at this point is the subject of every relation.
-            box: (x0, y0, x1, y1) in image pixels: the mask in this box is the subject.
+            box: (x0, y0, x1, y1) pixel edges: the mask in this box is the subject.
+            multimask: for a point or box, take the best of SAM's three candidate masks (by
+                predicted IoU) instead of its single-mask output. The default, the single-mask
+                output and its token (the decoder's first mask token), is what RAM's demo feeds
+                the relation head.
             find: a phrase ("the dog"): the best-matching thing is the subject — the detector's
                 best box if there is a detector (its detections join as segments named by the
                 phrase), else the segment the labeler matches best.
             examples: (image, mask) pairs: SegGPT's segments of the same kind of thing join.
-            top_k: triplets to keep (default: the pipeline's `top_k`).
+            settings: "segment everything" settings for this call (default: the pipeline's).
+            vocabulary: the labeler's names for this call (default: the pipeline's).
+            top_k: triplets to keep (default: the pipeline's `top_k`); 0 keeps none.
             file: name recorded as the graph's `image.file` (default: the path's name).
 
         Returns:
@@ -134,9 +161,23 @@ class RelateAnything:
         if isinstance(image, (str, Path)):
             file = file or Path(image).name
         pixels = load_image(image)
-        self._check_request(pixels, point=point, box=box, find=find, examples=examples)
+        check_prompt(point, box, width=pixels.shape[1], height=pixels.shape[0])
+        if find is not None and self.detector is None and self.labeler is None:
+            raise UsageError("finding by text needs a labeler or a detector")
+        if examples and self.example_segmenter is None:
+            raise UsageError("segmenting by example needs an example segmenter (SegGPT)")
         self.segmenter.set_image(pixels)
-        return self._graph(pixels, point=point, box=box, find=find, examples=examples, top_k=top_k, file=file)
+        request = _Request(
+            settings or self.settings,
+            vocabulary or self.vocabulary,
+            self._top_k(top_k),
+            point,
+            box,
+            multimask,
+            find,
+            examples,
+        )
+        return self._graph(pixels, request, file=file)
 
     @torch.inference_mode()
     def batch(
@@ -144,174 +185,50 @@ class RelateAnything:
         images: Sequence[str | Path | np.ndarray],
         *,
         files: Sequence[str | None] | None = None,
+        settings: SegmentSettings | None = None,
+        vocabulary: Vocabulary | None = None,
         top_k: int | None = None,
     ) -> list[SceneGraph]:
         """Relate anything in several photos, their image encodings computed as one batch.
 
         The image encoder dominates SAM's cost, and batching it is what keeps a GPU busy; the
-        rest runs photo by photo. Each graph equals what `pipeline(image)` gives for that photo.
+        rest runs photo by photo. Each graph equals what `pipeline(image, ...)` gives for that photo.
 
         Args:
             images: paths or RGB uint8 arrays [H, W, 3], of any sizes.
             files: names recorded as each graph's `image.file` (default: the paths' names).
-            top_k: triplets to keep per photo (default: the pipeline's `top_k`).
+            settings, vocabulary, top_k: as for a single call.
         """
         if files is not None and len(files) != len(images):
             raise ValueError(f"{len(files)} file names for {len(images)} images")
         names = list(files) if files is not None else [None] * len(images)
         names = [name or _file_name(image) for name, image in zip(names, images)]
-        return list(self._graphs([load_image(image) for image in images], names, top_k=top_k))
-
-    def _graphs(
-        self,
-        pixels: list[np.ndarray],
-        names: list[str | None],
-        prepared: list[PreparedImage] | None = None,
-        *,
-        top_k: int | None,
-    ) -> Iterator[SceneGraph]:
-        """Graphs of decoded photos, their image encodings computed as one batch."""
-        with torch.inference_mode():
-            embeddings = self.segmenter.embed_images(prepared or pixels)
-        for photo, embedding, name in zip(pixels, embeddings, names):
-            with torch.inference_mode():
-                self.segmenter.set_embedding(embedding)
-                graph = self._graph(photo, top_k=top_k, file=name)
-            yield graph
+        request = self._plain_request(settings, vocabulary, top_k)
+        return list(self._graphs([load_image(image) for image in images], names, request=request))
 
     def stream(
         self,
         images: Iterable[str | Path | np.ndarray],
         *,
         batch_size: int = 8,
+        settings: SegmentSettings | None = None,
+        vocabulary: Vocabulary | None = None,
         top_k: int | None = None,
     ) -> Iterator[SceneGraph]:
         """Relate anything in many photos, `batch_size` at a time, yielding graphs in order.
 
         While one batch is on the model, a background thread reads, decodes and resizes the next
-        one (`Segmenter.prepare`), so that CPU work overlaps with GPU work. Each graph equals `pipeline(image)`'s; arrays are
-        named None, paths by their file name.
+        one (`Segmenter.prepare`), so that CPU work overlaps with GPU work. Each graph equals
+        `pipeline(image)`'s; arrays are named None, paths by their file name.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
-        batches = _batched(images, batch_size)
-        with ThreadPoolExecutor(max_workers=1) as loader:
-            pending = loader.submit(self._load_batch, next(batches, None))
-            while True:
-                loaded = pending.result()
-                if loaded is None:
-                    return
-                pending = loader.submit(self._load_batch, next(batches, None))
-                yield from self._graphs(*loaded, top_k=top_k)
-
-    def _load_batch(self, images: list | None) -> tuple[list[np.ndarray], list[str | None], list[PreparedImage]] | None:
-        """Decoded photos, file names and encoder-ready photos of a batch (loader thread)."""
-        if images is None:
-            return None
-        pixels = [load_image(image) for image in images]
-        return pixels, [_file_name(image) for image in images], [self.segmenter.prepare(p) for p in pixels]
-
-    def _check_request(self, pixels: np.ndarray, *, point, box, find, examples) -> None:
-        _check_prompt(point, box, width=pixels.shape[1], height=pixels.shape[0])
-        if find is not None and self.detector is None and self.labeler is None:
-            raise RelateAnythingError("finding by text needs a labeler or a detector")
-        if examples and self.example_segmenter is None:
-            raise RelateAnythingError("segmenting by example needs an example segmenter (SegGPT)")
-
-    def _graph(
-        self,
-        pixels: np.ndarray,
-        *,
-        point: Sequence[float] | None = None,
-        box: Sequence[float] | None = None,
-        find: str | None = None,
-        examples: Sequence[Example] | None = None,
-        top_k: int | None = None,
-        file: str | None = None,
-    ) -> SceneGraph:
-        """The scene graph of the photo the segmenter holds (`pixels` are that photo)."""
-        # Prompted segments first, each with its name if the prompt gives one.
-        prompted: list[SegmentationResult] = []
-        names: list[str | None] = []
-        scores: list[float | None] = []
-        if point is not None or box is not None:
-            prompted.append(self._prompted(point, box))
-            names.append(None)
-            scores.append(None)
-        if find is not None and self.detector is not None:
-            detected = segments_from_detections(self.segmenter, self.detector.detect(pixels, [find]))
-            prompted.append(detected.result)
-            names += detected.labels
-            scores += detected.label_scores
-        if examples:
-            found = example_segments(self.example_segmenter, pixels, examples, self.segmenter)
-            prompted.append(found)
-            names += [None] * len(found)
-            scores += [None] * len(found)
-        segments = self.segmenter.segment_everything()
-        if prompted:
-            first = SegmentationResult.concatenate(prompted)
-            segments = SegmentationResult.concatenate([first, self._without_duplicates(segments, first)])
-        names += [None] * (len(segments) - len(names))
-        scores += [None] * (len(segments) - len(scores))
-        # Masks are named while still on the device; the graph encodes them once, at the end.
-        labels = (
-            {} if self.labeler is None else self.labeler.name_masks(pixels, segments.masks, self.vocabulary)._asdict()
-        )
-        graph = SceneGraph.from_masks(
-            segments.masks, segments.iou_predictions, features=segments.features, file=file, **labels
-        )
-        graph = _with_names(graph, names, scores)
-        subject = self._subject(pixels, graph, point=point, box=box, find=find)
-        if subject is not None and subject != 0:
-            order = [subject] + [i for i in range(len(segments)) if i != subject]
-            segments = segments[torch.tensor(order, device=segments.masks.device)]
-            graph = replace(graph, segments=[replace(graph.segments[i], id=k) for k, i in enumerate(order)])
-        subject = None if subject is None else 0
-        return graph.with_relations(self._relations(segments.features, top_k or self.top_k, subject))
-
-    def _prompted(self, point: Sequence[float] | None, box: Sequence[float] | None) -> SegmentationResult:
-        """The one mask SAM gives for a point and/or box prompt."""
-        return self.segmenter.segment_prompts(
-            points=None if point is None else torch.tensor([point], dtype=torch.float32),
-            point_labels=None if point is None else torch.tensor([1]),
-            boxes=None if box is None else torch.tensor([box], dtype=torch.float32),
-        )[:1]
-
-    def _without_duplicates(self, segments: SegmentationResult, kept: SegmentationResult) -> SegmentationResult:
-        """`segments` less those whose mask IoU with a `kept` mask reaches the duplicate threshold."""
-        if not len(segments) or not len(kept):
-            return segments
-        device = segments.masks.device
-        masks = torch.cat([kept.masks.to(device), segments.masks])
-        intersection = mask_intersections(masks)[len(kept) :, : len(kept)]
-        areas = masks.flatten(1).sum(1)
-        union = areas[len(kept) :, None] + areas[None, : len(kept)] - intersection
-        iou = intersection / union.clamp(min=1)
-        return segments[(iou < self.segmenter.duplicate_iou_thresh).all(1)]
-
-    def _subject(
-        self,
-        pixels: np.ndarray,
-        graph: SceneGraph,
-        *,
-        point: Sequence[float] | None,
-        box: Sequence[float] | None,
-        find: str | None,
-    ) -> int | None:
-        """Index of the segment that is the subject of every relation, or None for all pairs."""
-        if point is not None or box is not None:
-            return 0
-        if find is None or not graph.segments:
-            return None
-        if self.detector is not None:
-            detected = [i for i, s in enumerate(graph.segments) if s.label == find]
-            if detected:
-                return detected[0]
-        if self.labeler is None:
-            raise RelateAnythingError(f"the detector found no {find!r} and there is no labeler to search the segments")
-        best_id, _ = find_segments(self.labeler, pixels, graph, find)[0]
-        return next(i for i, s in enumerate(graph.segments) if s.id == best_id)
+        request = self._plain_request(settings, vocabulary, top_k)
+        for _, loaded in prefetched(_batched(images, batch_size), self._load_batch, threads=1, ahead=1):
+            if isinstance(loaded, Exception):
+                raise loaded
+            pixels, names, prepared = loaded
+            yield from self._graphs(pixels, names, prepared, request=request)
 
     @torch.inference_mode()
     def relate_regions(
@@ -333,7 +250,7 @@ class RelateAnything:
         """
         pixels = load_image(image)
         if pixels.shape[:2] != (regions.height, regions.width):
-            raise RelateAnythingError(
+            raise UsageError(
                 f"image is {pixels.shape[1]}x{pixels.shape[0]} but the regions are {regions.width}x{regions.height}"
             )
         if not regions.segments:
@@ -344,25 +261,295 @@ class RelateAnything:
         ids = [segment.id for segment in regions.segments]
         relations = [
             replace(relation, subject=ids[relation.subject], object=ids[relation.object])
-            for relation in self._relations(features, top_k or self.top_k, None)
+            for relation in self._relations(features, self._top_k(top_k), None)
         ]
         return regions.with_relations(relations)
 
+    # ------------------------------------------------------------------------------------------
+    # Internals
+
+    def _top_k(self, top_k: int | None) -> int:
+        return self.top_k if top_k is None else _check_top_k(top_k)
+
+    def _plain_request(self, settings, vocabulary, top_k) -> _Request:
+        return _Request(settings or self.settings, vocabulary or self.vocabulary, self._top_k(top_k))
+
+    def _graphs(
+        self,
+        pixels: list[np.ndarray],
+        names: list[str | None],
+        prepared: list[PreparedImage] | None = None,
+        *,
+        request: _Request,
+    ) -> Iterator[SceneGraph]:
+        """Graphs of decoded photos, their image encodings computed as one batch."""
+        with torch.inference_mode():
+            embeddings = self.segmenter.embed_images(prepared or pixels)
+        for photo, embedding, name in zip(pixels, embeddings, names):
+            with torch.inference_mode():
+                self.segmenter.set_embedding(embedding)
+                graph = self._graph(photo, request, file=name)
+            yield graph
+
+    def _load_batch(self, images: list) -> tuple[list[np.ndarray], list[str | None], list[PreparedImage]]:
+        """Decoded photos, file names and encoder-ready photos of a batch (loader thread)."""
+        pixels = [load_image(image) for image in images]
+        return pixels, [_file_name(image) for image in images], [self.segmenter.prepare(p) for p in pixels]
+
+    def _graph(self, pixels: np.ndarray, request: _Request, *, file: str | None) -> SceneGraph:
+        """The scene graph of the photo the segmenter holds (`pixels` are that photo)."""
+        # Prompted segments first, each with its name if the prompt gives one.
+        prompted: list[SegmentationResult] = []
+        names: list[str | None] = []
+        scores: list[float | None] = []
+        if request.point is not None or request.box is not None:
+            prompted.append(self._prompted(request))
+            names.append(None)
+            scores.append(None)
+        if request.find is not None and self.detector is not None:
+            detections = self.detector.detect(pixels, [request.find])
+            prompted.append(self._boxes_prompted([d.box for d in detections], request.settings))
+            names += [d.phrase for d in detections]
+            scores += [d.score for d in detections]
+        if request.examples:
+            found = self._example_segments(pixels, request)
+            prompted.append(found)
+            names += [None] * len(found)
+            scores += [None] * len(found)
+        segments = self.segmenter.segment_everything(settings=request.settings)
+        if prompted:
+            first = SegmentationResult.concatenate(prompted)
+            segments = SegmentationResult.concatenate(
+                [first, self._without_duplicates(segments, first, request.settings)]
+            )
+        names += [None] * (len(segments) - len(names))
+        scores += [None] * (len(segments) - len(scores))
+        # The masks stay on the device until the graph is built; crops are embedded once, for
+        # naming and for finding alike.
+        regions = None if self.labeler is None else self.labeler.embed_masks(pixels, segments.masks)
+        labels = {} if regions is None else self.labeler.names(regions, request.vocabulary)._asdict()
+        graph = SceneGraph.from_masks(
+            segments.masks, segments.iou_predictions, features=segments.features, file=file, **labels
+        )
+        graph = _with_names(graph, names, scores)
+        subject = self._subject(graph, request, regions)
+        if subject is not None and subject != 0:
+            order = [subject] + [i for i in range(len(segments)) if i != subject]
+            segments = segments[torch.tensor(order, device=segments.masks.device)]
+            graph = replace(graph, segments=[replace(graph.segments[i], id=k) for k, i in enumerate(order)])
+        subject = None if subject is None else 0
+        return graph.with_relations(self._relations(segments.features, request.top_k, subject))
+
+    def _prompted(self, request: _Request) -> SegmentationResult:
+        """The one mask SAM gives for a point and/or box prompt."""
+        point, box = request.point, request.box
+        return self.segmenter.segment_prompts(
+            points=None if point is None else torch.tensor([point], dtype=torch.float32),
+            point_labels=None if point is None else torch.tensor([1]),
+            boxes=None if box is None else torch.tensor([box], dtype=torch.float32),
+            multimask_output=request.multimask,
+            settings=request.settings,
+        )[:1]
+
+    def _boxes_prompted(self, boxes: Sequence[Sequence[float]], settings: SegmentSettings) -> SegmentationResult:
+        """SAM's mask and token for each pixel-edge box (one decoder pass for all of them)."""
+        if not len(boxes):
+            return SegmentationResult.empty(
+                self.segmenter.original_size, feature_dim=self.segmenter.feature_dim, device=self.segmenter.device
+            )
+        return self.segmenter.segment_prompts(boxes=torch.as_tensor(boxes, dtype=torch.float32), settings=settings)
+
+    def _example_segments(self, pixels: np.ndarray, request: _Request) -> SegmentationResult:
+        """SegGPT's segments of things like the examples, with SAM's token for each segment's box."""
+        from relate_anything.seggpt import example_segments
+
+        found = example_segments(self.example_segmenter, pixels, request.examples)
+        if not len(found):
+            return self._boxes_prompted([], request.settings)
+        boxes = xyxy_inclusive_to_xyxy(found.boxes)
+        features = self._boxes_prompted(boxes.tolist(), request.settings).features.to(found.masks.device)
+        return replace(found, features=features)
+
+    def _without_duplicates(
+        self, segments: SegmentationResult, kept: SegmentationResult, settings: SegmentSettings
+    ) -> SegmentationResult:
+        """`segments` less those whose mask IoU with a `kept` mask reaches the duplicate threshold."""
+        if not len(segments) or not len(kept):
+            return segments
+        iou = mask_ious(segments.masks, kept.masks)
+        return segments[(iou < settings.duplicate_iou_thresh).all(1)]
+
+    def _subject(self, graph: SceneGraph, request: _Request, regions: torch.Tensor | None) -> int | None:
+        """Index of the segment that is the subject of every relation, or None for all pairs."""
+        if request.point is not None or request.box is not None:
+            return 0
+        if request.find is None or not graph.segments:
+            return None
+        if self.detector is not None:
+            detected = [i for i, s in enumerate(graph.segments) if s.label == request.find]
+            if detected:
+                return detected[0]
+        if self.labeler is None:
+            raise UsageError(f"the detector found no {request.find!r} and there is no labeler to search the segments")
+        from relate_anything.naming import find_segments
+
+        best_id, _ = find_segments(self.labeler, None, graph, request.find, region_embeddings=regions)[0]
+        return next(i for i, s in enumerate(graph.segments) if s.id == best_id)
+
     def _relations(self, features: torch.Tensor, top_k: int, subject: int | None) -> list[Relation]:
-        head_device = next(self.relation_head.parameters()).device
-        head_dtype = next(self.relation_head.parameters()).dtype
-        scores = self.relation_head(features.to(head_device, head_dtype)[None])[0]
-        triplets = relate(scores.float(), top_k=top_k, subject=subject)
+        if top_k == 0:
+            return []
+        parameter = next(self.relation_head.parameters())
+        scores = self.relation_head.score(features.to(parameter.device, parameter.dtype))
         names = psg.predicates()
         return [
             Relation(subject=s, predicate=names[p], predicate_id=p, object=o, score=round(c, 6))
-            for s, p, o, c in zip(
-                triplets.subjects.tolist(),
-                triplets.predicates.tolist(),
-                triplets.objects.tolist(),
-                triplets.scores.tolist(),
-            )
+            for s, p, o, c in relate(scores.float(), top_k=top_k, subject=subject).tolist()
         ]
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What one call asks: its settings, names and prompts."""
+
+    settings: SegmentSettings
+    vocabulary: Vocabulary | None
+    top_k: int
+    point: Sequence[float] | None = None
+    box: Sequence[float] | None = None
+    multimask: bool = False
+    find: str | None = None
+    examples: Sequence[Example] | None = None
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """Which models make a pipeline, by reference: what a front end, a worker process or a Ray
+    actor needs to build its own copy (plain, picklable, JSON-able values).
+
+    Attributes:
+        sam, ram: weights references as `weights.resolve` takes them (None: the environment
+            variable, else the default; `resolved()` fills them in).
+        dtype: SAM's precision: "float32", "bfloat16" or "float16" (or fp32/bf16/fp16).
+        settings: the "segment everything" settings of calls that give none.
+        top_k: relations kept per image when a call does not say.
+        labeler: CLIP/SigLIP weights that name every segment (None: no labeler).
+        label_threshold: the labeler's minimum score (None: its family's default).
+        vocabulary: the labeler's names: "psg", "dog,stick,sand", or a file with one name a line
+            (None: PSG's 133 classes).
+        detector: OWLv2 weights for finding by text (None: no detector).
+        seggpt: SegGPT weights for segmenting by example (None: no example segmenter).
+        points_per_batch: grid points decoded together (memory vs speed).
+        decoder: SAM's mask decoder: "fast" or "transformers" (the same outputs; see `Segmenter`).
+    """
+
+    sam: str | None = None
+    ram: str | None = None
+    dtype: str = "float32"
+    settings: SegmentSettings = field(default_factory=SegmentSettings)
+    top_k: int = 20
+    labeler: str | None = None
+    label_threshold: float | None = None
+    vocabulary: str | None = None
+    detector: str | None = None
+    seggpt: str | None = None
+    points_per_batch: int = 256
+    decoder: str = "fast"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        _check_top_k(self.top_k)
+        if self.label_threshold is not None and not 0.0 <= self.label_threshold <= 1.0:
+            raise UsageError(f"label_threshold must be between 0 and 1, got {self.label_threshold}")
+
+    def resolved(self) -> PipelineSpec:
+        """This spec with `sam` and `ram` filled in from the environment or the defaults, as
+        they will be loaded (what a job records)."""
+        return replace(self, sam=weights.SAM_WEIGHTS.reference(self.sam), ram=weights.RAM_WEIGHTS.reference(self.ram))
+
+    def load_vocabulary(self) -> Vocabulary | None:
+        """The `Vocabulary` that `vocabulary` names (None stays None: PSG's, chosen per call)."""
+        if self.vocabulary is None:
+            return None
+        from relate_anything.naming import Vocabulary
+
+        return Vocabulary.parse(self.vocabulary)
+
+    def build_segmenter(self, device: str, *, embedding_cache_size: int = 1) -> Segmenter:
+        """The SAM stage alone, on `device` (what `collect` needs)."""
+        from relate_anything.cpu_allocator import reuse_freed_memory
+
+        reuse_freed_memory(device)  # on CPUs, fewer page faults: ~1.2x faster (see cpu_allocator)
+        sam_path = weights.resolve(weights.SAM_WEIGHTS.reference(self.sam), weights.SAM_WEIGHTS)
+        return Segmenter(
+            load_sam(sam_path, device=device, dtype=parse_dtype(self.dtype)),
+            settings=self.settings,
+            points_per_batch=self.points_per_batch,
+            embedding_cache_size=embedding_cache_size,
+            decoder=self.decoder,
+        )
+
+    def build(self, device: str, *, embedding_cache_size: int = 1) -> RelateAnything:
+        """The pipeline on `device`, every stage this spec names loaded.
+
+        Raises:
+            WeightsNotFoundError, CheckpointError: weights missing, or not what they should be.
+            UsageError: a vocabulary that cannot be read.
+        """
+        vocabulary = self.load_vocabulary()  # a bad vocabulary file fails before any model loads
+        ram_path = weights.resolve(weights.RAM_WEIGHTS.reference(self.ram), weights.RAM_WEIGHTS)
+        segmenter = self.build_segmenter(device, embedding_cache_size=embedding_cache_size)
+        relation_head = RelationHead.from_checkpoint(ram_path).to(device)
+        labeler = detector = example_segmenter = None
+        if self.labeler is not None:
+            from relate_anything.naming import Labeler
+
+            options = {} if self.label_threshold is None else {"threshold": self.label_threshold}
+            labeler = Labeler.from_pretrained(self.labeler, device=device, **options)
+        if self.detector is not None:
+            from relate_anything.naming import Detector
+
+            detector = Detector.from_pretrained(self.detector, device=device)
+        if self.seggpt is not None:
+            from relate_anything.seggpt import ExampleSegmenter
+
+            example_segmenter = ExampleSegmenter.from_pretrained(self.seggpt, device=device)
+        return RelateAnything(
+            segmenter,
+            relation_head,
+            settings=self.settings,
+            top_k=self.top_k,
+            labeler=labeler,
+            vocabulary=vocabulary,
+            detector=detector,
+            example_segmenter=example_segmenter,
+        )
+
+
+def check_prompt(point: Sequence[float] | None, box: Sequence[float] | None, *, width: int, height: int) -> None:
+    """Raise `PromptError` unless the point (x, y) and box (x0, y0, x1, y1 pixel edges) lie in
+    a `width` x `height` image."""
+    if point is not None:
+        if len(point) != 2 or not all(np.isfinite(v) for v in point):
+            raise PromptError(f"point must be two finite numbers x,y, got {tuple(point)}")
+        if not (0 <= point[0] < width and 0 <= point[1] < height):
+            raise PromptError(f"point {tuple(point)} is outside the {width}x{height} image")
+    if box is not None:
+        if len(box) != 4 or not all(np.isfinite(v) for v in box):
+            raise PromptError(f"box must be four finite numbers x0,y0,x1,y1, got {tuple(box)}")
+        x0, y0, x1, y1 = box
+        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+            raise PromptError(f"box {tuple(box)} must satisfy 0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height}")
+
+
+def _check_top_k(top_k: int) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise UsageError(f"top_k must be a whole number >= 0, got {top_k!r}")
+    return top_k
+
+
+def _str(reference: str | Path | None) -> str | None:
+    return None if reference is None else str(reference)
 
 
 def _file_name(image: str | Path | np.ndarray) -> str | None:
@@ -389,14 +576,3 @@ def _with_names(graph: SceneGraph, names: list[str | None], scores: list[float |
         for segment, name, score in zip(graph.segments, names, scores)
     ]
     return replace(graph, segments=segments)
-
-
-def _check_prompt(point: Sequence[float] | None, box: Sequence[float] | None, *, width: int, height: int) -> None:
-    if point is not None and not (0 <= point[0] < width and 0 <= point[1] < height):
-        raise RelateAnythingError(f"point {tuple(point)} is outside the {width}x{height} image")
-    if box is not None:
-        x0, y0, x1, y1 = box
-        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-            raise RelateAnythingError(
-                f"box {tuple(box)} must satisfy 0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height}"
-            )

@@ -18,7 +18,6 @@ Boxes are pixel edges: a mask covering columns 3..7 has x0 = 3, x1 = 8.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,11 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from relate_anything import psg
-from relate_anything.errors import RelateAnythingError
+from relate_anything.boxes import xywh_to_xyxy
+from relate_anything.errors import UsageError
+from relate_anything.masks import coco_rles, decode_mask, encode_masks, rle_areas
+
+__all__ = ["SCHEMA", "Relation", "SceneGraph", "SceneGraphFormatError", "Segment", "decode_mask", "encode_masks"]
 
 if TYPE_CHECKING:
     import networkx
@@ -35,77 +38,9 @@ if TYPE_CHECKING:
 
 SCHEMA = "relate-anything/scene-graph/v1"
 
-# Masks are run-length encoded ~16 MiB at a time: on CPUs, large fresh buffers cost more in page
-# faults than the copy into COCO's column order.
-_ENCODE_CHUNK_BYTES = 16 << 20
 
-
-class SceneGraphFormatError(RelateAnythingError):
+class SceneGraphFormatError(UsageError):
     """A scene-graph JSON that does not follow the schema."""
-
-
-def encode_masks(masks: np.ndarray | torch.Tensor) -> list[dict[str, Any]]:
-    """Run-length encode boolean masks [N, H, W] as COCO RLE dicts with str counts.
-
-    `masks` may be a numpy array or a torch tensor on any device. On a CPU, the masks are put in
-    COCO's column-major order and pycocotools encodes them. On a GPU, the run boundaries are
-    found there and only they are copied to the host (`_device_run_lengths`), not the masks.
-    """
-    if masks.ndim != 3:
-        raise ValueError(f"masks must be [N, H, W], got shape {tuple(masks.shape)}")
-    if not len(masks):
-        return []
-    step = max(1, _ENCODE_CHUNK_BYTES // max(1, masks.shape[1] * masks.shape[2]))
-    encoded = []
-    for start in range(0, len(masks), step):
-        chunk = masks[start : start + step]
-        if hasattr(chunk, "detach") and chunk.device.type != "cpu":
-            height, width = chunk.shape[1:]
-            runs = [{"size": [height, width], "counts": counts} for counts in _device_run_lengths(chunk)]
-            encoded += coco_mask.frPyObjects(runs, height, width)
-        else:
-            encoded += coco_mask.encode(_column_major_uint8(chunk))
-    return [{"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in encoded]
-
-
-def _device_run_lengths(masks: torch.Tensor) -> list[list[int]]:
-    """COCO's uncompressed run lengths of [N, H, W] masks, computed where the masks are.
-
-    Runs alternate 0s and 1s down the columns, starting with 0s (a leading 0 when the first
-    pixel is set). Only the positions where a column-major mask changes value travel to the
-    host: a few per column for real segments instead of every pixel.
-    """
-    import torch  # only ever called with tensors
-
-    count, height, width = masks.shape
-    pixels = height * width
-    flat = masks.detach().bool().transpose(1, 2).reshape(count, pixels)
-    changes = flat[:, 1:] != flat[:, :-1]  # [N, P - 1], True before each new run
-    per_mask = changes.sum(dim=1).cpu().numpy()
-    positions = (changes.flatten().nonzero()[:, 0] % max(pixels - 1, 1) + 1).to(torch.int32).cpu().numpy()
-    starts_set = flat[:, 0].cpu().numpy()
-    bounds = np.concatenate([[0], np.cumsum(per_mask)])
-    result = []
-    for index in range(count):
-        edges = np.concatenate([[0], positions[bounds[index] : bounds[index + 1]], [pixels]])
-        runs = np.diff(edges).tolist()
-        result.append([0, *runs] if starts_set[index] else runs)
-    return result
-
-
-def _column_major_uint8(masks: np.ndarray | torch.Tensor) -> np.ndarray:
-    """[N, H, W] masks as the Fortran-ordered [H, W, N] uint8 array pycocotools encodes."""
-    if hasattr(masks, "detach"):
-        columns = masks.detach().bool().transpose(1, 2).contiguous().cpu().numpy()  # [N, W, H]
-        return columns.view(np.uint8).transpose(2, 1, 0)  # [H, W, N], Fortran order without a copy
-    return np.asfortranarray(np.asarray(masks).transpose(1, 2, 0).astype(np.uint8))
-
-
-def decode_mask(rle: dict[str, Any]) -> np.ndarray:
-    """Decode one COCO RLE dict (str or bytes counts) into a boolean mask [H, W]."""
-    counts = rle["counts"]
-    coco_rle = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return coco_mask.decode(coco_rle).astype(bool)
 
 
 @dataclass(frozen=True)
@@ -281,17 +216,16 @@ class SceneGraph:
             raise ValueError(f"expected masks [N, H, W] and scores [N], got {tuple(masks.shape)} and {scores_np.shape}")
         features_np = None if features is None else _to_numpy(features).astype(np.float32)
         rles = encode_masks(masks)
-        coco = [_coco_rle(r) for r in rles]
+        coco = coco_rles(rles)
         areas = rle_areas(coco)
-        boxes_xywh = coco_mask.toBbox(coco) if coco else []
+        boxes = xywh_to_xyxy(coco_mask.toBbox(coco)) if coco else np.zeros((0, 4))
         segments = []
         for index, rle in enumerate(rles):
-            x, y, w, h = (float(v) for v in boxes_xywh[index])
             segments.append(
                 Segment(
                     id=index,
                     mask=rle,
-                    bbox=(x, y, x + w, y + h),
+                    bbox=tuple(float(v) for v in boxes[index]),
                     area=int(areas[index]),
                     score=float(scores_np[index]),
                     label=None if labels is None else labels[index],
@@ -324,7 +258,7 @@ class SceneGraph:
         """All masks decoded, boolean [N, H, W] in segment order."""
         if not self.segments:
             return np.zeros((0, self.height, self.width), dtype=bool)
-        decoded = coco_mask.decode([_coco_rle(s.mask) for s in self.segments])
+        decoded = coco_mask.decode(coco_rles([s.mask for s in self.segments]))
         return decoded.transpose(2, 0, 1).astype(bool)
 
     def features(self) -> np.ndarray | None:
@@ -422,22 +356,6 @@ class SceneGraph:
                 rank=rank,
             )
         return graph
-
-
-def rle_areas(rles: Sequence[dict[str, Any]]) -> np.ndarray:
-    """Pixel counts, int64 [N], of RLEs in pycocotools' form (bytes counts). pycocotools' `area`
-    builds a uint8 array from the number of masks (numpy 2 refuses more than 255), so it is
-    called on at most 255 at a time."""
-    rles = list(rles)
-    chunks = [
-        np.asarray(coco_mask.area(rles[i : i + 255]), dtype=np.int64).reshape(-1) for i in range(0, len(rles), 255)
-    ]
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
-
-
-def _coco_rle(rle: dict[str, Any]) -> dict[str, Any]:
-    counts = rle["counts"]
-    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
 def _to_numpy(array: Any) -> np.ndarray:

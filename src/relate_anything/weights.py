@@ -19,14 +19,6 @@ from pathlib import Path
 
 from relate_anything.errors import WeightsNotFoundError
 
-#: Environment variables that override the default weights.
-SAM_ENV_VAR = "RELATE_ANYTHING_SAM"
-RAM_ENV_VAR = "RELATE_ANYTHING_RAM"
-
-DEFAULT_SAM = "facebook/sam-vit-huge"
-#: RAM's authors publish ram_epoch12.pth with their demo, in this Hugging Face Space.
-DEFAULT_RAM = "hf://spaces/mmlab-ntu/relate-anything-model/checkpoints/ram_epoch12.pth"
-
 # Files a transformers model folder needs: config, safetensors weights, preprocessing and
 # tokenizer files (CLIP's vocab/merges, SigLIP's sentencepiece model). Pickled *.bin weights are
 # deliberately not fetched.
@@ -47,18 +39,25 @@ _HUB_MODEL_FILES = [
 
 @dataclass(frozen=True)
 class WeightsKind:
-    """What is being resolved, for error messages: name, CLI flag, env var, and where to get it."""
+    """One kind of weights: its name (for messages), CLI flag, environment variable, default
+    reference, and where to get it."""
 
     name: str
     flag: str
     env_var: str
+    default: str
     where_to_get: str
+
+    def reference(self, given: str | Path | None = None) -> str:
+        """The reference to use: `given`, else the environment variable if set, else the default."""
+        return str(given) if given is not None and str(given) else os.environ.get(self.env_var) or self.default
 
 
 SAM_WEIGHTS = WeightsKind(
     name="SAM",
     flag="--sam",
-    env_var=SAM_ENV_VAR,
+    env_var="RELATE_ANYTHING_SAM",
+    default="facebook/sam-vit-huge",
     where_to_get=(
         "a transformers folder (config.json + model.safetensors) from https://huggingface.co/facebook/sam-vit-huge "
         "(or sam-vit-large / sam-vit-base), or an original checkpoint file sam_vit_h_4b8939.pth / "
@@ -68,18 +67,46 @@ SAM_WEIGHTS = WeightsKind(
 RAM_WEIGHTS = WeightsKind(
     name="RAM relation head",
     flag="--ram",
-    env_var=RAM_ENV_VAR,
+    env_var="RELATE_ANYTHING_RAM",
+    # RAM's authors publish ram_epoch12.pth with their demo, in this Hugging Face Space.
+    default="hf://spaces/mmlab-ntu/relate-anything-model/checkpoints/ram_epoch12.pth",
     where_to_get=(
         "ram_epoch12.pth, published by the Relate-Anything-Model authors with their demo "
         "(https://huggingface.co/spaces/mmlab-ntu/relate-anything-model, file checkpoints/ram_epoch12.pth; "
         "see https://github.com/Luodian/RelateAnything), or a .safetensors head saved by relate-anything"
     ),
 )
-
-
-def default_reference(kind: WeightsKind, default: str) -> str:
-    """The reference to use when the user gave none: the env var if set, else `default`."""
-    return os.environ.get(kind.env_var) or default
+LABELER_WEIGHTS = WeightsKind(
+    name="labeler (CLIP/SigLIP)",
+    flag="--labeler",
+    env_var="RELATE_ANYTHING_LABELER",
+    default="openai/clip-vit-base-patch32",
+    where_to_get=(
+        "a transformers CLIP or SigLIP folder (config.json, model.safetensors and the tokenizer files), e.g. "
+        "https://huggingface.co/openai/clip-vit-base-patch32, openai/clip-vit-large-patch14 or "
+        "google/siglip-base-patch16-224, saved with save_pretrained"
+    ),
+)
+DETECTOR_WEIGHTS = WeightsKind(
+    name="detector (OWLv2)",
+    flag="--detector",
+    env_var="RELATE_ANYTHING_DETECTOR",
+    default="google/owlv2-base-patch16-ensemble",
+    where_to_get=(
+        "a transformers OWLv2 folder (config.json, model.safetensors and the tokenizer files), e.g. "
+        "https://huggingface.co/google/owlv2-base-patch16-ensemble"
+    ),
+)
+SEGGPT_WEIGHTS = WeightsKind(
+    name="SegGPT",
+    flag="--seggpt",
+    env_var="RELATE_ANYTHING_SEGGPT",
+    default="BAAI/seggpt-vit-large",
+    where_to_get=(
+        "a transformers SegGPT folder (config.json + model.safetensors) from "
+        "https://huggingface.co/BAAI/seggpt-vit-large"
+    ),
+)
 
 
 def resolve(reference: str | Path, kind: WeightsKind) -> Path:
@@ -158,3 +185,12 @@ def _not_found(kind: WeightsKind, reference: str, reason: str) -> WeightsNotFoun
         f"  Needed: {kind.where_to_get}.\n"
         f"  Point at them with {kind.flag} PATH (a file or folder) or the environment variable {kind.env_var}."
     )
+
+
+def quiet_loading() -> None:
+    """Silence transformers' load warnings and download bars in this process: for worker
+    processes and actors, whose output nobody reads; the commands keep them visible."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()

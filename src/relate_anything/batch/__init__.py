@@ -1,7 +1,8 @@
 """Large jobs: a folder, glob or manifest of images into sharded scene graphs, resumable and
 exactly-once, on one device, one worker process per GPU, or a Ray cluster.
 
-    >>> from relate_anything.batch import PipelineSpec, list_inputs, read_scene_graphs, run_batch
+    >>> from relate_anything.batch import list_inputs, read_scene_graphs, run_batch
+    >>> from relate_anything.pipeline import PipelineSpec
     >>> summary = run_batch(list_inputs("photos/"), "graphs/", PipelineSpec(), devices=["cuda:0", "cuda:1"])
     >>> graphs = list(read_scene_graphs("graphs/"))
 
@@ -9,7 +10,8 @@ The command line: `relate-anything batch INPUT --out DIR` (see `batch.cli`).
 """
 
 from relate_anything.batch.inputs import InputError, InputItem, list_inputs, load_input
-from relate_anything.batch.job import BatchSummary, Outcome, PipelineSpec, relate_items, run_batch
+from relate_anything.batch.job import BatchSummary, run_batch
+from relate_anything.batch.relate import Outcome, relate_items
 from relate_anything.batch.shards import (
     ErrorLog,
     ShardWriter,
@@ -25,7 +27,6 @@ __all__ = [
     "InputError",
     "InputItem",
     "Outcome",
-    "PipelineSpec",
     "ShardWriter",
     "finished_files",
     "list_inputs",

@@ -1,8 +1,9 @@
 """`relate-anything batch`: a thin shell over `relate_anything.batch.run_batch`.
 
-Register it on the main Typer app with `app.command("batch")(batch_command)`. Exit codes: 0 every
-image has its scene graph, 2 some images failed (listed in OUT/errors.jsonl), 1 the job itself
-could not run (bad INPUT, an output folder of another job), 3 weights missing or wrong.
+Register it on the main Typer app with `app.command("batch")(batch_command)`. Exit codes as every
+command's (`console.EXIT_CODES`): 0 every image has its scene graph, 4 some images failed (listed
+in OUT/errors.jsonl), 2 the job could not start (bad INPUT or flag, an output folder of another
+job), 3 weights missing or wrong.
 """
 
 from __future__ import annotations
@@ -14,24 +15,23 @@ from typing import Annotated
 import typer
 
 from relate_anything.console import (
-    BoxNmsThreshOption,
+    EXIT_INPUTS,
     DeviceOption,
     DtypeOption,
-    PointsPerSideOption,
-    PredIouThreshOption,
     RamOption,
     SamOption,
-    StabilityScoreThreshOption,
     TopKOption,
-    check_device,
-    check_dtype,
-    fail,
-    quiet_transformers,
+    handles_errors,
+    progress_callback,
+    segment_settings_options,
     stderr,
 )
-from relate_anything.errors import ImageError, RelateAnythingError
+from relate_anything.errors import UsageError
+from relate_anything.settings import SegmentSettings
 
 
+@segment_settings_options
+@handles_errors
 def batch_command(
     source: Annotated[
         str,
@@ -83,10 +83,6 @@ def batch_command(
     sam: SamOption = None,
     ram: RamOption = None,
     dtype: DtypeOption = "float32",
-    points_per_side: PointsPerSideOption = 32,
-    pred_iou_thresh: PredIouThreshOption = 0.88,
-    stability_score_thresh: StabilityScoreThreshOption = 0.95,
-    box_nms_thresh: BoxNmsThreshOption = 0.7,
     features: Annotated[
         bool, typer.Option("--features", help="Store each segment's 256-d SAM feature in the graphs.")
     ] = False,
@@ -96,32 +92,22 @@ def batch_command(
     decode_threads: Annotated[
         int, typer.Option(min=1, help="Threads decoding images ahead of the model, per worker.")
     ] = 2,
+    settings: SegmentSettings = SegmentSettings(),
 ) -> None:
     """Relate every image of INPUT into sharded scene graphs in OUT: resumable, exactly once."""
-    try:
-        from relate_anything.batch import PipelineSpec, list_inputs, run_batch
+    from relate_anything.batch import list_inputs, run_batch
+    from relate_anything.pipeline import PipelineSpec
 
-        if output_format not in ("jsonl", "parquet"):
-            raise RelateAnythingError(f"--format must be jsonl or parquet, got {output_format!r}")
-        items = list_inputs(source)
-        chosen = _devices(device, devices, workers) if ray is None else ["cpu"] * workers
-        spec = PipelineSpec(
-            sam=sam,
-            ram=ram,
-            top_k=top_k,
-            dtype=str(check_dtype(dtype)).removeprefix("torch."),
-            segmenter_options={
-                "points_per_side": points_per_side,
-                "pred_iou_thresh": pred_iou_thresh,
-                "stability_score_thresh": stability_score_thresh,
-                "box_nms_thresh": box_nms_thresh,
-            },
-        )
-        quiet_transformers()
-        # A scheduler's SIGTERM (preemption, `kill`) stops the job like Ctrl-C: the graphs
-        # already computed are committed before it exits.
-        previous = signal.signal(signal.SIGTERM, _stop)
-        try:
+    if output_format not in ("jsonl", "parquet"):
+        raise UsageError(f"--format must be jsonl or parquet, got {output_format!r}")
+    spec = PipelineSpec(sam=sam, ram=ram, dtype=dtype, settings=settings, top_k=top_k)
+    chosen = _devices(device, devices, workers) if ray is None else ["cpu"] * workers
+    items = list_inputs(source)
+    # A scheduler's SIGTERM (preemption, `kill`) stops the job like Ctrl-C: the graphs
+    # already computed are committed before it exits.
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        with progress_callback("relating", rate_unit="images") as progress:
             summary = run_batch(
                 items,
                 out,
@@ -134,11 +120,10 @@ def batch_command(
                 output_format=output_format,
                 retry_errors=retry_errors,
                 decode_threads=decode_threads,
+                progress=progress,
             )
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-    except RelateAnythingError as error:
-        fail(error)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     processed = summary.done + summary.failed
     line = (
         f"{summary.inputs} images: {summary.already_done + summary.done} done ({summary.done} in this run), "
@@ -150,7 +135,7 @@ def batch_command(
         line += f"; {processed} in {summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s)"
     stderr.print(f"{line} -> {out}", highlight=False, markup=False)  # paths may hold brackets
     if summary.failed_total:
-        raise typer.Exit(code=ImageError.exit_code)
+        raise typer.Exit(code=EXIT_INPUTS)
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -160,17 +145,19 @@ def _stop(signum: int, frame: object) -> None:
 def _devices(device: str, devices: str | None, workers: int) -> list[str]:
     """The device of each worker: --devices as listed; else --workers copies of --device, where
     plain "cuda" means one GPU each."""
+    from relate_anything.devices import check_device
+
     if devices is not None:
         listed = [name.strip() for name in devices.split(",") if name.strip()]
         if not listed:
-            raise RelateAnythingError("--devices lists no device")
+            raise UsageError("--devices lists no device")
         return [check_device(name) for name in listed]
     if device == "cuda" and workers > 1:
         import torch
 
         check_device(device)
         if workers > torch.cuda.device_count():
-            raise RelateAnythingError(
+            raise UsageError(
                 f"--workers {workers} with --device cuda: this machine has {torch.cuda.device_count()} GPUs"
             )
         return [f"cuda:{k}" for k in range(workers)]

@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from relate_anything.errors import ImageError, RelateAnythingError
+from relate_anything.errors import ImageError, RelateAnythingError, UsageError
 from relate_anything.image_io import MAX_PIXELS, load_image, load_image_bytes
 
 __all__ = ["IMAGE_SUFFIXES", "InputError", "InputItem", "list_inputs", "load_input"]
@@ -49,7 +49,7 @@ _LOCATION_KEYS = ("path", "url", "file", "image", "uri", "location")
 FETCH_TIMEOUT = 60.0
 
 
-class InputError(RelateAnythingError):
+class InputError(UsageError):
     """INPUT is not a folder, glob, manifest or image that can be read, or it lists no image."""
 
 

@@ -2,12 +2,16 @@
 
     summary = run_batch(list_inputs("photos/"), "graphs/", PipelineSpec(sam=..., ram=...), devices=["cuda:0", "cuda:1"])
 
+The pipeline is described by a `relate_anything.pipeline.PipelineSpec` (the one builder), which each
+worker process or Ray actor builds on its own device.
+
 One process writes the output (`shards.ShardWriter`, `shards.ErrorLog`); the images are related
 in that process (one device), in one worker process per device (several GPUs, or `--workers N`
 on the CPU: inputs are dealt round-robin, results come back over a queue), or on a Ray cluster
 (`ray_job`). Before starting, the job reads what the committed shards and errors.jsonl already
 hold and skips those images; the rest are decoded ahead in background threads (JPEG decoding
-overlaps the model) and related in groups of `batch_size` with `RelateAnything.batch`.
+overlaps the model) and related in groups of `batch_size` with `RelateAnything.batch`
+(`batch.relate`).
 
 An image that fails (unreadable, or an error in the pipeline) is recorded in errors.jsonl with
 the reason, and the job goes on.
@@ -23,78 +27,26 @@ import queue
 import signal
 import threading
 import time
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from itertools import islice
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from relate_anything.atomic import write_text_atomically
-from relate_anything.batch.inputs import InputItem, load_input
+from relate_anything.batch.inputs import InputItem
+from relate_anything.batch.relate import Outcome, relate_items
 from relate_anything.batch.shards import ErrorLog, ShardWriter, finished_files, read_errors
-from relate_anything.console import progress_bar, quiet_transformers
-from relate_anything.errors import RelateAnythingError
+from relate_anything.errors import RelateAnythingError, UsageError
+from relate_anything.pipeline import PipelineSpec
+from relate_anything.weights import quiet_loading
 
-__all__ = ["BatchSummary", "Outcome", "PipelineSpec", "relate_items", "run_batch"]
+__all__ = ["BatchSummary", "ProgressCallback", "run_batch"]
+
+#: Called with (images finished, images to do) as the job goes.
+ProgressCallback = Callable[[int, int], None]
 
 JOB_FILE = "job.json"
 _LOCK_FILE = ".lock"
-
-
-@dataclass(frozen=True)
-class PipelineSpec:
-    """How to build the pipeline: what a worker process or Ray actor needs to load its own copy.
-
-    Attributes:
-        sam, ram: weights references as `RelateAnything.from_pretrained` takes them (None: default).
-        top_k: relations kept per image.
-        dtype: "float32", "bfloat16" or "float16" for SAM.
-        segmenter_options: `Segmenter` keyword arguments (points_per_side, thresholds, ...).
-    """
-
-    sam: str | None = None
-    ram: str | None = None
-    top_k: int = 20
-    dtype: str = "float32"
-    segmenter_options: dict[str, Any] = field(default_factory=dict)
-
-    def build(self, device: str):
-        """The `RelateAnything` pipeline on `device`. On a CPU the process then keeps the memory
-        it frees for reuse (`cpu_allocator.reuse_freed_memory`): a batch job's processes are its own."""
-        import torch
-
-        from relate_anything.cpu_allocator import reuse_freed_memory
-        from relate_anything.pipeline import RelateAnything
-
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise RelateAnythingError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
-        reuse_freed_memory(device)
-        return RelateAnything.from_pretrained(
-            self.sam,
-            self.ram,
-            device=device,
-            dtype=getattr(torch, self.dtype),
-            top_k=self.top_k,
-            **self.segmenter_options,
-        )
-
-
-class Outcome(NamedTuple):
-    """What became of one image: its scene graph as one JSON line, or the error that stopped it."""
-
-    file: str
-    scene_graph: str | None
-    error: str | None = None  # the exception's class name
-    reason: str | None = None
-
-    @classmethod
-    def failure(cls, file: str, error: BaseException) -> Outcome:
-        reason = str(error) if isinstance(error, RelateAnythingError) else f"{type(error).__name__}: {error}"
-        return cls(file, None, type(error).__name__, reason)
 
 
 @dataclass
@@ -138,7 +90,7 @@ def run_batch(
     output_format: str = "jsonl",
     retry_errors: bool = False,
     decode_threads: int = 2,
-    progress: bool = True,
+    progress: ProgressCallback | None = None,
     pipeline=None,
 ) -> BatchSummary:
     """Relate every image of `inputs` that `out_dir` does not hold yet, and commit the results.
@@ -157,18 +109,20 @@ def run_batch(
         output_format: "jsonl" or "parquet".
         retry_errors: try the images in errors.jsonl again (their records are dropped first).
         decode_threads: threads decoding images ahead of the model, per process.
-        progress: a progress bar on stderr.
+        progress: called with (finished, to do) at the start and after each image.
         pipeline: an already-built `RelateAnything` that `spec` describes, used in this process
             instead of building one (only with a single device and no Ray).
 
     Returns:
         A `BatchSummary`. Raises `RelateAnythingError` for job-level problems (output folder of
         another job or in use, weights missing, a worker dying); failed images are not raised.
+        `spec`'s weights are recorded in OUT/job.json as resolved (flag, environment variable or
+        default alike), so a restart with other weights is refused however they were given.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with lock_output(out_dir):
-        check_job_settings(out_dir, asdict(spec) | {"features": features, "format": output_format})
+        check_job_settings(out_dir, job_settings(spec, features=features, output_format=output_format))
         errors = ErrorLog(out_dir)
         if retry_errors:
             errors.clear()
@@ -192,12 +146,10 @@ def run_batch(
             outcomes = relate_items(pipeline, todo, **options)
         else:
             outcomes = _relate_in_workers(todo, spec, devices, **options)
-        with (
-            writer,
-            progress_bar(enabled=progress, rate_unit="images") as bar,
-            contextlib.closing(iter(outcomes)) as stream,
-        ):
-            task = bar.add_task("relating", total=len(todo))
+        finished = 0
+        if progress is not None:
+            progress(finished, len(todo))
+        with writer, contextlib.closing(iter(outcomes)) as stream:
             for outcome in stream:
                 if outcome.scene_graph is not None:
                     writer.add(outcome.file, outcome.scene_graph)
@@ -205,71 +157,16 @@ def run_batch(
                 else:
                     errors.add(outcome.file, outcome.error or "Error", outcome.reason or "")
                     summary.failed += 1
-                bar.advance(task)
+                finished += 1
+                if progress is not None:
+                    progress(finished, len(todo))
         summary.seconds = time.perf_counter() - started
     return summary
 
 
-def relate_items(
-    pipeline, items: Iterable[InputItem], *, batch_size: int = 4, features: bool = False, decode_threads: int = 2
-) -> Iterator[Outcome]:
-    """The `Outcome` of every item, in order: decoded ahead in threads, related `batch_size` at a time.
-
-    A group that fails as a whole is related again one image at a time, so that one bad image
-    does not take its neighbours with it.
-    """
-    group: list[tuple[InputItem, np.ndarray]] = []
-    for item, pixels in _decoded(items, threads=decode_threads, ahead=2 * batch_size):
-        if isinstance(pixels, BaseException):
-            yield Outcome.failure(item.file, pixels)
-            continue
-        group.append((item, pixels))
-        if len(group) == batch_size:
-            yield from _relate_group(pipeline, group, features)
-            group = []
-    if group:
-        yield from _relate_group(pipeline, group, features)
-
-
-def _decoded(
-    items: Iterable[InputItem], *, threads: int, ahead: int
-) -> Iterator[tuple[InputItem, np.ndarray | Exception]]:
-    """(item, pixels or the exception that stopped decoding), in order, at most `ahead` in flight."""
-    items = iter(items)
-    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="decode") as pool:
-        pending = deque((item, pool.submit(_decode, item)) for item in islice(items, max(1, ahead)))
-        while pending:
-            item, future = pending.popleft()
-            following = next(items, None)
-            if following is not None:
-                pending.append((following, pool.submit(_decode, following)))
-            yield item, future.result()
-
-
-def _decode(item: InputItem) -> np.ndarray | Exception:
-    try:
-        return load_input(item.location)
-    except Exception as error:  # anything that stops one image is that image's failure
-        return error
-
-
-def _relate_group(pipeline, group: list[tuple[InputItem, np.ndarray]], features: bool) -> list[Outcome]:
-    if len(group) > 1:
-        files = [item.file for item, _ in group]
-        try:
-            graphs = pipeline.batch([pixels for _, pixels in group], files=files)
-            return [Outcome(file, graph.to_json(features=features)) for file, graph in zip(files, graphs)]
-        except Exception:
-            pass  # one image spoils the group: find it by going one at a time
-    return [_relate_one(pipeline, member, features) for member in group]
-
-
-def _relate_one(pipeline, member: tuple[InputItem, np.ndarray], features: bool) -> Outcome:
-    item, pixels = member
-    try:
-        return Outcome(item.file, pipeline(pixels, file=item.file).to_json(features=features))
-    except Exception as error:
-        return Outcome.failure(item.file, error)
+def job_settings(spec: PipelineSpec, *, features: bool, output_format: str) -> dict[str, Any]:
+    """What OUT/job.json records: everything that shapes the graphs, weights as resolved."""
+    return asdict(spec.resolved()) | {"features": features, "format": output_format}
 
 
 # -- the output folder: one job, one writer ------------------------------------------------------
@@ -288,7 +185,7 @@ def lock_output(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise RelateAnythingError(f"{out_dir}: another batch job is writing to this folder") from None
+            raise UsageError(f"{out_dir}: another batch job is writing to this folder") from None
         yield
 
 
@@ -303,13 +200,13 @@ def check_job_settings(out_dir: Path, settings: dict[str, Any]) -> None:
     try:
         recorded = json.loads(path.read_text(encoding="utf-8"))["settings"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise RelateAnythingError(
+        raise UsageError(
             f"{path} is damaged ({error}); remove it only if every shard was made with these settings"
         ) from error
     changed = sorted(key for key in settings.keys() | recorded.keys() if settings.get(key) != recorded.get(key))
     if changed:
         difference = "; ".join(f"{key}: {recorded.get(key)!r} before, {settings.get(key)!r} now" for key in changed)
-        raise RelateAnythingError(
+        raise UsageError(
             f"{out_dir} holds a job with other settings ({difference}): use the same settings or another --out"
         )
 
@@ -322,8 +219,7 @@ class _WorkerDone(NamedTuple):
 
 
 class _WorkerFailed(NamedTuple):
-    message: str
-    exit_code: int
+    error: RelateAnythingError
 
 
 def _relate_in_workers(
@@ -372,9 +268,7 @@ def _relate_in_workers(
             if isinstance(message, _WorkerDone):
                 running -= 1
             elif isinstance(message, _WorkerFailed):
-                error = RelateAnythingError(message.message)
-                error.exit_code = message.exit_code
-                raise error
+                raise message.error
             else:
                 yield message
         for worker in workers:
@@ -408,17 +302,19 @@ def _worker(
             torch.cuda.set_device(device)
         else:
             torch.set_num_threads(cpu_threads)  # workers share the cores instead of oversubscribing them
-        quiet_transformers()
+        quiet_loading()
         pipeline = spec.build(device)
         for outcome in relate_items(
             pipeline, items, batch_size=batch_size, features=features, decode_threads=decode_threads
         ):
             results.put(outcome)
     except RelateAnythingError as error:
-        results.put(_WorkerFailed(str(error), error.exit_code))
+        results.put(_WorkerFailed(error))
         return
     except Exception as error:  # tell the parent what went wrong rather than die without a word
-        results.put(_WorkerFailed(f"the worker on {device} failed: {type(error).__name__}: {error}", 1))
+        results.put(
+            _WorkerFailed(RelateAnythingError(f"the worker on {device} failed: {type(error).__name__}: {error}"))
+        )
         return
     results.put(_WorkerDone(device))
 

@@ -1,6 +1,6 @@
 """The batch job on a Ray cluster: Ray Data maps the images over one actor per GPU.
 
-Each actor builds the pipeline once (`PipelineSpec.build`) and relates the batches Ray Data hands
+Each actor builds the pipeline once (`pipeline.PipelineSpec.build`) and relates the batches Ray Data hands
 it with the same `relate_items` as a local job (decoding ahead in threads, `RelateAnything.batch`).
 The outcomes stream back to the driver, which writes them with the local job's single writer: the
 output format, the resume rule and exactly-once are the same as without Ray.
@@ -17,9 +17,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from relate_anything.batch.inputs import InputItem
-from relate_anything.batch.job import Outcome, PipelineSpec, relate_items
-from relate_anything.console import quiet_transformers
+from relate_anything.batch.relate import Outcome, relate_items
 from relate_anything.errors import RelateAnythingError
+from relate_anything.pipeline import PipelineSpec
+from relate_anything.weights import quiet_loading
 
 __all__ = ["relate_on_ray"]
 
@@ -84,9 +85,7 @@ def relate_on_ray(
             cause = _user_error(error)
             if cause is None:
                 raise
-            failure = RelateAnythingError(str(cause))
-            failure.exit_code = cause.exit_code
-            raise failure from None
+            raise cause from None
     finally:
         if started_here:
             ray.shutdown()
@@ -98,7 +97,7 @@ class _RelateActor:
     def __init__(
         self, *, spec: PipelineSpec, device: str, batch_size: int, features: bool, decode_threads: int
     ) -> None:
-        quiet_transformers()
+        quiet_loading()
         self.pipeline = spec.build(device)
         self.options = {"batch_size": batch_size, "features": features, "decode_threads": decode_threads}
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from relate_anything.atomic import TEMPORARY_SUFFIX, write_atomically, write_text_atomically
-from relate_anything.errors import RelateAnythingError
+from relate_anything.errors import RelateAnythingError, UsageError
 from relate_anything.scene_graph import SceneGraph
 
 __all__ = [
@@ -47,7 +47,7 @@ _SHARD_NAME = re.compile(rf"^{_PREFIX}(\d{{6,}})\.(jsonl|parquet)$")
 _INDEX_FOLDER = ".index"
 
 
-class OutputError(RelateAnythingError):
+class OutputError(UsageError):
     """A batch output folder that cannot be read (a damaged shard)."""
 
 

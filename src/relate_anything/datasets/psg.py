@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from relate_anything import psg
-from relate_anything.errors import RelateAnythingError
+from relate_anything.errors import UsageError
 from relate_anything.scene_graph import Relation, SceneGraph, Segment
 
 TOP_LEVEL_KEYS = ("data", "thing_classes", "stuff_classes", "predicate_classes", "test_image_ids")
@@ -52,10 +52,8 @@ SEGMENT_KEYS = ("id", "category_id")
 ImageSource = str | Path | np.ndarray | Image.Image
 
 
-class PsgFormatError(RelateAnythingError):
+class PsgFormatError(UsageError):
     """A PSG-format dataset that cannot be read; the message names the image and the problem."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@
 >>> report["sgdet"]["R@20"], report["pq"]["PQ"]
 """
 
-from relate_anything.evaluation.masks import mask_iou, mask_iou_dense
 from relate_anything.evaluation.metrics import evaluate, predcls_graph, triplet_recall
 from relate_anything.evaluation.pairing import EvaluationError, pair_predictions
 from relate_anything.evaluation.panoptic import panoptic_quality
@@ -15,8 +14,6 @@ __all__ = [
     "EvaluationError",
     "RecallResult",
     "evaluate",
-    "mask_iou",
-    "mask_iou_dense",
     "pair_predictions",
     "panoptic_quality",
     "predcls_graph",

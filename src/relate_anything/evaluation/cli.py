@@ -100,10 +100,8 @@ def load_graphs(path: Path, *, split: str | None) -> list[SceneGraph] | dict[str
     json_path = path / "psg.json" if path.is_dir() else path
     if _is_scene_graph(json_path):
         return {json_path.stem: _load_graph(json_path)}
-    try:
-        from relate_anything.datasets.psg import PsgDataset
-    except ImportError as error:  # the PSG reader ships separately during development
-        raise EvaluationError(f"{path}: reading PSG-format files needs relate_anything.datasets ({error})") from None
+    from relate_anything.datasets.psg import PsgDataset
+
     return list(PsgDataset(json_path, split=split))
 
 

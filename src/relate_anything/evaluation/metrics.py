@@ -16,7 +16,6 @@ from typing import Any, Literal
 import numpy as np
 
 from relate_anything import psg
-from relate_anything.evaluation.masks import areas, coco_rles, intersection_areas, mask_iou
 from relate_anything.evaluation.pairing import (
     EvaluationError,
     Pairing,
@@ -27,6 +26,7 @@ from relate_anything.evaluation.pairing import (
 )
 from relate_anything.evaluation.panoptic import PanopticAccumulator
 from relate_anything.evaluation.recall import ImageHits, ImageMatcher, RecallResult, aggregate_recall
+from relate_anything.masks import ious_from_intersections, rle_areas, rle_intersections, rle_ious
 from relate_anything.scene_graph import SceneGraph
 
 DEFAULT_KS = (20, 50, 100)
@@ -200,13 +200,11 @@ def _score(pairing: Pairing, *, ks, vocabulary, iou_threshold, skip_empty, panop
 def _segment_iou(prediction: SceneGraph | None, gt: SceneGraph) -> np.ndarray:
     if prediction is None or not prediction.relations:
         return np.zeros((0 if prediction is None else len(prediction.segments), len(gt.segments)))
-    return mask_iou(coco_rles([s.mask for s in prediction.segments]), coco_rles([s.mask for s in gt.segments]))
+    return rle_ious([s.mask for s in prediction.segments], [s.mask for s in gt.segments])
 
 
 def _intersections(prediction: SceneGraph, gt: SceneGraph) -> np.ndarray:
-    return intersection_areas(
-        coco_rles([s.mask for s in prediction.segments]), coco_rles([s.mask for s in gt.segments])
-    )
+    return rle_intersections([s.mask for s in prediction.segments], [s.mask for s in gt.segments])
 
 
 def _iou_from_intersections(inter: np.ndarray | None, prediction: SceneGraph | None, gt: SceneGraph) -> np.ndarray:
@@ -214,17 +212,15 @@ def _iou_from_intersections(inter: np.ndarray | None, prediction: SceneGraph | N
     if inter is None or prediction is None or not prediction.relations:
         return np.zeros((0 if prediction is None else len(prediction.segments), len(gt.segments)))
     # areas from the masks themselves, not the stored `area` fields
-    pred_area = areas(coco_rles([s.mask for s in prediction.segments]))
-    gt_area = areas(coco_rles([s.mask for s in gt.segments]))
-    union = pred_area[:, None] + gt_area[None, :] - inter
-    return np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
+    pred_area = rle_areas([s.mask for s in prediction.segments])
+    gt_area = rle_areas([s.mask for s in gt.segments])
+    return ious_from_intersections(inter, pred_area, gt_area)
 
 
 def _same_mask(a: dict[str, Any], b: dict[str, Any]) -> bool:
     if a["counts"] == b["counts"] and list(a["size"]) == list(b["size"]):
         return True
-    (a_rle,), (b_rle,) = coco_rles([a]), coco_rles([b])
-    return bool(mask_iou([a_rle], [b_rle])[0, 0] == 1.0)
+    return bool(rle_ious([a], [b])[0, 0] == 1.0)
 
 
 def _counts(pairing: Pairing, recall: RecallResult) -> dict[str, int]:

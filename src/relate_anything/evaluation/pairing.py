@@ -19,16 +19,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
 
-from relate_anything.errors import RelateAnythingError
+from relate_anything.errors import UsageError
 from relate_anything.scene_graph import SceneGraph
 
 Predictions = Mapping[str, SceneGraph] | Sequence[SceneGraph]
 
 
-class EvaluationError(RelateAnythingError):
+class EvaluationError(UsageError):
     """Predictions and ground truth that cannot be scored together (sizes, duplicates, vocabularies)."""
-
-    exit_code = 2
 
 
 @dataclass

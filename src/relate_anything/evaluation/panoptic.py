@@ -28,8 +28,9 @@ from collections.abc import Iterable
 import numpy as np
 
 from relate_anything import psg
-from relate_anything.evaluation.masks import areas, coco_rles, hidden_parts, overlap_free, visible_intersections
+from relate_anything.evaluation.masks import hidden_parts, overlap_free, visible_intersections
 from relate_anything.evaluation.pairing import Predictions, pair_predictions
+from relate_anything.masks import coco_rles, rle_areas
 from relate_anything.scene_graph import SceneGraph
 
 
@@ -118,12 +119,12 @@ def _hidden_or_none(rles, priority):
     if overlap_free(rles):
         return None
     hidden = hidden_parts(rles, priority)
-    return hidden if areas(hidden).any() else None
+    return hidden if rle_areas(hidden).any() else None
 
 
 def _visible_areas(rles, hidden) -> np.ndarray:
-    full = areas(rles)
-    return full if hidden is None else full - areas(hidden)
+    full = rle_areas(rles)
+    return full if hidden is None else full - rle_areas(hidden)
 
 
 def _means(rows: list[np.ndarray]) -> tuple[float, float, float]:

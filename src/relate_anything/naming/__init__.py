@@ -2,8 +2,8 @@
 
 - `Vocabulary`: the names segments may get, each an independent prompt (PSG's 133 by default).
 - `Labeler`: a CLIP/SigLIP model that names every segment of a `SceneGraph` in one matrix product.
-- `find_segments`, `Detector`, `segments_from_detections`: find things by a phrase, among the
-  segments or with OWLv2 boxes that prompt SAM.
+- `find_segments`, `Detector`: find things by a phrase, among the segments or with OWLv2 boxes
+  (which the pipeline gives SAM as prompts).
 - `query`: keep the relations whose subject / predicate / object match text.
 
 The model-backed parts (torch, transformers) load on first use.
@@ -20,7 +20,6 @@ from relate_anything.naming.vocabulary import (
 
 __all__ = [
     "DEFAULT_TEMPLATES",
-    "DetectedSegments",
     "Detection",
     "Detector",
     "Labeler",
@@ -31,16 +30,13 @@ __all__ = [
     "matches",
     "psg_readable_name",
     "query",
-    "segments_from_detections",
 ]
 
 _LAZY = {
     "Labeler": "relate_anything.naming.labeler",
     "Detector": "relate_anything.naming.find",
     "Detection": "relate_anything.naming.find",
-    "DetectedSegments": "relate_anything.naming.find",
     "find_segments": "relate_anything.naming.find",
-    "segments_from_detections": "relate_anything.naming.find",
 }
 
 

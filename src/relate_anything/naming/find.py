@@ -2,15 +2,14 @@
 
 - `find_segments` ranks the segments SAM already found by region–sentence alignment with a
   phrase (the labeler's model; no new masks).
-- `Detector` runs a text-conditioned detector (OWLv2) for things the point grid missed; its boxes
-  prompt SAM (`segments_from_detections`), giving masks with SAM features that join the graph
-  like any other segment, already named by their phrase.
+- `Detector` runs a text-conditioned detector (OWLv2) for things the point grid missed and
+  returns boxes; the pipeline prompts SAM with them, giving masks with SAM features that join the
+  graph like any other segment, already named by their phrase.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,15 +17,16 @@ import numpy as np
 import torch
 
 from relate_anything.errors import RelateAnythingError
-from relate_anything.naming.hub import DEFAULT_DETECTOR, DETECTOR_WEIGHTS, resolve_model_folder
+from relate_anything.image_io import check_rgb
+from relate_anything.naming.hub import resolve_model_folder
 from relate_anything.naming.labeler import Labeler, load_text_image_model, tokenize
 from relate_anything.naming.preprocess import Normalization, owlv2_boxes_to_image, owlv2_pixels
 from relate_anything.naming.vocabulary import VocabularyEntry
-from relate_anything.sam import SegmentationResult, Segmenter
 from relate_anything.sam.ops import nms
 from relate_anything.scene_graph import SceneGraph
+from relate_anything.weights import DETECTOR_WEIGHTS
 
-__all__ = ["Detection", "DetectedSegments", "Detector", "find_segments", "segments_from_detections"]
+__all__ = ["Detection", "Detector", "find_segments"]
 
 
 def find_segments(
@@ -124,7 +124,7 @@ class Detector:
 
         `name_or_path` None means $RELATE_ANYTHING_DETECTOR, else `google/owlv2-base-patch16-ensemble`.
         """
-        folder = resolve_model_folder(name_or_path, DETECTOR_WEIGHTS, DEFAULT_DETECTOR)
+        folder = resolve_model_folder(name_or_path, DETECTOR_WEIGHTS)
         model, tokenizer = load_text_image_model(folder, ("owlv2",), device=device, dtype=dtype)
         size = model.config.vision_config.image_size
         normalization = Normalization.from_folder(folder, size=size, model_type="owlv2")
@@ -151,9 +151,7 @@ class Detector:
         phrases = [" ".join(phrase.split()) for phrase in phrases]
         if not phrases or not all(phrases):
             raise RelateAnythingError("give at least one non-empty phrase to detect")
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            shape = getattr(image, "shape", type(image).__name__)
-            raise RelateAnythingError(f"expected an [H, W, 3] uint8 RGB image, got {shape}")
+        check_rgb(image)
         pixels = owlv2_pixels(image, self.normalization, device=self.device).to(next(self.model.parameters()).dtype)
         tokens = tokenize(self.tokenizer, phrases, self.model.config, "owlv2")
         output = self.model(pixel_values=pixels, **{k: v.to(self.device) for k, v in tokens.items()})
@@ -178,44 +176,3 @@ class Detector:
             )
             for i in keep.tolist()
         ]
-
-
-@dataclass(frozen=True)
-class DetectedSegments:
-    """SAM masks for detections, in detection order: `result[i]` is the mask of `detections[i]`.
-
-    `labels` / `label_scores` are the phrases and detector scores, ready for
-    `SceneGraph.from_masks(result.masks, result.iou_predictions, features=result.features,
-    labels=labels, label_scores=label_scores)`.
-    """
-
-    result: SegmentationResult
-    detections: list[Detection]
-
-    @property
-    def labels(self) -> list[str]:
-        return [detection.phrase for detection in self.detections]
-
-    @property
-    def label_scores(self) -> list[float]:
-        return [detection.score for detection in self.detections]
-
-
-def segments_from_detections(segmenter: Segmenter, detections: Sequence[Detection]) -> DetectedSegments:
-    """Prompt SAM with each detection's box (one decoder pass for all boxes).
-
-    Args:
-        segmenter: a `Segmenter` on which `set_image(image)` was called for the detections' photo.
-        detections: from `Detector.detect`, boxes in that photo's pixels.
-
-    Returns:
-        `DetectedSegments`: a `SegmentationResult` of len(detections) masks with SAM features
-        (point_coords None), and the detections; empty result for no detections.
-    """
-    detections = list(detections)
-    if not detections:
-        feature_dim = segmenter.model.config.mask_decoder_config.hidden_size
-        empty = SegmentationResult.empty(segmenter.original_size, feature_dim=feature_dim, device=segmenter.device)
-        return DetectedSegments(result=empty, detections=[])
-    boxes = torch.tensor([detection.box for detection in detections], dtype=torch.float32)
-    return DetectedSegments(result=segmenter.segment_prompts(boxes=boxes), detections=detections)

@@ -24,11 +24,13 @@ import numpy as np
 import torch
 
 from relate_anything.errors import CheckpointError, RelateAnythingError
-from relate_anything.naming.hub import DEFAULT_LABELER, LABELER_WEIGHTS, resolve_model_folder
+from relate_anything.image_io import check_rgb
+from relate_anything.naming.hub import resolve_model_folder
 from relate_anything.naming.preprocess import Normalization, region_crops
 from relate_anything.naming.vocabulary import Vocabulary
 from relate_anything.scene_graph import SceneGraph
 from relate_anything.state_dicts import load_pretrained_folder
+from relate_anything.weights import LABELER_WEIGHTS
 
 __all__ = ["DEFAULT_THRESHOLDS", "Labeler", "Names", "load_text_image_model"]
 
@@ -37,7 +39,7 @@ __all__ = ["DEFAULT_THRESHOLDS", "Labeler", "Names", "load_text_image_model"]
 #: probabilities are small even for right ones.
 DEFAULT_THRESHOLDS = {"clip": 0.2, "siglip": 0.05}
 
-_FAMILIES = {"clip": "clip", "siglip": "siglip"}
+_FAMILIES = ("clip", "siglip")
 # Sentences per text-tower forward pass (short sequences: memory is small).
 _TEXT_BATCH = 256
 
@@ -84,7 +86,7 @@ class Labeler:
             raise ValueError("margin must be >= 0")
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.family = _FAMILIES[model_type]
+        self.family = model_type
         self.normalization = normalization or Normalization.from_folder(
             None, size=model.config.vision_config.image_size, model_type=model_type
         )
@@ -112,7 +114,7 @@ class Labeler:
             WeightsNotFoundError: the weights are not on disk and cannot be downloaded.
             CheckpointError: the folder holds no CLIP/SigLIP model or tokenizer.
         """
-        folder = resolve_model_folder(name_or_path, LABELER_WEIGHTS, DEFAULT_LABELER)
+        folder = resolve_model_folder(name_or_path, LABELER_WEIGHTS)
         model, tokenizer = load_text_image_model(folder, ("clip", "siglip"), device=device, dtype=dtype)
         normalization = Normalization.from_folder(
             folder, size=model.config.vision_config.image_size, model_type=model.config.model_type
@@ -126,6 +128,11 @@ class Labeler:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @property
+    def name(self) -> str:
+        """Where the weights came from (hub id or folder), else the model class."""
+        return getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
 
     # ------------------------------------------------------------------------------------------
     # Embeddings
@@ -219,13 +226,17 @@ class Labeler:
         `SceneGraph.from_masks(masks, scores, **labeler.name_masks(image, masks)._asdict())`.
         Masks scoring below `threshold` get None in all three lists.
         """
-        vocabulary = vocabulary or Vocabulary.psg()
         if len(masks) == 0:
             return Names([], [], [])
-        scores = self.score(self.embed_masks(image, masks), self.embed_vocabulary(vocabulary))
-        return self._names(scores, vocabulary)
+        return self.names(self.embed_masks(image, masks), vocabulary)
 
-    def _names(self, scores: torch.Tensor, vocabulary: Vocabulary) -> Names:
+    def names(self, region_embeddings: torch.Tensor, vocabulary: Vocabulary | None = None) -> Names:
+        """Names for regions already embedded ([N, D] from `embed_masks` or `embed_regions`), so
+        that one embedding of the crops serves naming and finding alike."""
+        vocabulary = vocabulary or Vocabulary.psg()
+        if len(region_embeddings) == 0:
+            return Names([], [], [])
+        scores = self.score(region_embeddings, self.embed_vocabulary(vocabulary))
         best_scores, best = scores.max(dim=1)
         names = Names([], [], [])
         for index, score in zip(best.tolist(), best_scores.tolist()):
@@ -248,11 +259,9 @@ class Labeler:
             for entries without one) from the best entry; segments whose best score is below
             `threshold` get label, label_score and category_id None.
         """
-        vocabulary = vocabulary or Vocabulary.psg()
         if not graph.segments:
             return graph
-        scores = self.score(self.embed_regions(image, graph), self.embed_vocabulary(vocabulary))
-        names = self._names(scores, vocabulary)
+        names = self.names(self.embed_regions(image, graph), vocabulary)
         segments = [
             replace(segment, label=label, label_score=label_score, category_id=category_id)
             for segment, label, label_score, category_id in zip(graph.segments, *names)
@@ -269,9 +278,7 @@ class Names(NamedTuple):
 
 
 def _check_image(image: np.ndarray, graph: SceneGraph) -> None:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        shape = getattr(image, "shape", None)
-        raise RelateAnythingError(f"expected an [H, W, 3] uint8 RGB image, got {type(image).__name__} {shape}")
+    check_rgb(image)
     if image.shape[:2] != (graph.height, graph.width):
         raise RelateAnythingError(
             f"image is {image.shape[1]}x{image.shape[0]} but the scene graph is {graph.width}x{graph.height}"

@@ -26,9 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from relate_anything.boxes import cxcywh_to_xyxy, masks_to_xyxy
+from relate_anything.image_io import check_rgb
 from relate_anything.naming.hub import read_json
 
-__all__ = ["Normalization", "masks_to_boxes_xyxy", "owlv2_boxes_to_image", "owlv2_pixels", "region_crops"]
+__all__ = ["Normalization", "owlv2_boxes_to_image", "owlv2_pixels", "region_crops"]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -63,24 +65,6 @@ class Normalization:
         return (pixels / 255.0 - mean) / std
 
 
-def masks_to_boxes_xyxy(masks: torch.Tensor) -> torch.Tensor:
-    """[N, 4] int64 pixel-edge boxes (x0, y0, x1, y1; x1/y1 exclusive) of boolean masks [N, H, W].
-
-    An empty mask gets the whole image, so its crop is all background rather than an error.
-    """
-    n, height, width = masks.shape
-    rows, cols = masks.any(dim=2), masks.any(dim=1)  # [N, H], [N, W]
-    boxes = torch.empty(n, 4, dtype=torch.int64, device=masks.device)
-    for axis, (hits, extent) in enumerate(((cols, width), (rows, height))):
-        index = torch.arange(extent, device=masks.device)
-        first = torch.where(hits, index, extent).amin(dim=1)
-        last = torch.where(hits, index, -1).amax(dim=1) + 1
-        empty = last <= 0
-        boxes[:, axis] = torch.where(empty, 0, first)
-        boxes[:, axis + 2] = torch.where(empty, extent, last)
-    return boxes
-
-
 def region_crops(
     image: np.ndarray | torch.Tensor,
     masks: torch.Tensor,
@@ -107,8 +91,7 @@ def region_crops(
     """
     device = masks.device
     pixels = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
-    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != torch.uint8:
-        raise ValueError(f"expected an [H, W, 3] uint8 RGB image, got {tuple(pixels.shape)} {pixels.dtype}")
+    check_rgb(pixels)
     if masks.ndim != 3 or masks.shape[1:] != pixels.shape[:2] or masks.dtype != torch.bool:
         expected = f"[N, {pixels.shape[0]}, {pixels.shape[1]}] bool"
         raise ValueError(f"masks must be {expected}, got {tuple(masks.shape)} {masks.dtype}")
@@ -116,7 +99,7 @@ def region_crops(
     height, width = pixels.shape[1:]
     size = normalization.size
     fill = torch.tensor(normalization.mean, device=device).view(3, 1, 1) * 255.0
-    boxes = masks_to_boxes_xyxy(masks) if boxes is None else boxes
+    boxes = masks_to_xyxy(masks, empty="image") if boxes is None else boxes
     crops = fill.expand(len(masks), 3, size, size).clone()
     for index, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
         side = max(x1 - x0, y1 - y0, 1) * (1 + 2 * margin)
@@ -147,8 +130,7 @@ def owlv2_pixels(
     padding and a kernel of 2 * ceil(3 sigma) + 1 taps, then bilinear resize without antialias).
     """
     pixels = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
-    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != torch.uint8:
-        raise ValueError(f"expected an [H, W, 3] uint8 RGB image, got {tuple(pixels.shape)} {pixels.dtype}")
+    check_rgb(pixels)
     pixels = pixels.to(device).permute(2, 0, 1)[None].float() / 255.0
     height, width = pixels.shape[2:]
     side = max(height, width)
@@ -182,7 +164,6 @@ def owlv2_boxes_to_image(boxes: torch.Tensor, image_size: Sequence[int]) -> torc
     """
     height, width = int(image_size[0]), int(image_size[1])
     side = float(max(height, width))
-    cx, cy, w, h = boxes.float().unbind(-1)
-    xyxy = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1) * side
+    xyxy = cxcywh_to_xyxy(boxes.float()) * side
     limits = torch.tensor([width, height, width, height], dtype=xyxy.dtype, device=xyxy.device)
     return torch.minimum(xyxy.clamp(min=0), limits)

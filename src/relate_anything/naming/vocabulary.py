@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 
 from relate_anything import psg
-from relate_anything.errors import RelateAnythingError
+from relate_anything.errors import UsageError
 
 __all__ = ["DEFAULT_TEMPLATES", "Vocabulary", "VocabularyEntry", "VocabularyError", "psg_readable_name"]
 
@@ -38,10 +38,8 @@ _READABLE_OVERRIDES = {
 _DROPPED_PARTS = ("merged", "stuff", "other")
 
 
-class VocabularyError(RelateAnythingError):
+class VocabularyError(UsageError):
     """A vocabulary that is empty, unreadable, or has duplicate names."""
-
-    exit_code = 2
 
 
 def psg_readable_name(name: str) -> str:

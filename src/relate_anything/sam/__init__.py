@@ -9,5 +9,14 @@
 
 from relate_anything.sam.checkpoint import load_sam
 from relate_anything.sam.segmenter import DecoderOutput, SegmentationResult, Segmenter, capture_mask_tokens
+from relate_anything.settings import SegmentSettings, SettingsError
 
-__all__ = ["DecoderOutput", "SegmentationResult", "Segmenter", "capture_mask_tokens", "load_sam"]
+__all__ = [
+    "DecoderOutput",
+    "SegmentSettings",
+    "SegmentationResult",
+    "Segmenter",
+    "SettingsError",
+    "capture_mask_tokens",
+    "load_sam",
+]

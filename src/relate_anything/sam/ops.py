@@ -9,22 +9,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from relate_anything.boxes import box_iou, occupancy_to_xyxy_inclusive
+from relate_anything.masks import mask_areas, mask_ious
+
 __all__ = [
-    "box_iou",
     "boxes_from_logits",
     "build_point_grid",
     "greedy_suppression",
-    "mask_areas",
-    "mask_intersections",
-    "masks_to_boxes",
     "nms",
     "remove_duplicate_masks",
     "stability_score",
 ]
-
-# Pixels per chunk when multiplying flattened masks; bounds the float copy to 64 MiB and keeps
-# every partial count below 2**24, where float32 still counts pixels exactly.
-_INTERSECTION_CHUNK_ELEMENTS = 1 << 24
 
 
 def build_point_grid(points_per_side: int) -> torch.Tensor:
@@ -57,36 +52,8 @@ def _count_above(logits: torch.Tensor, threshold: float) -> torch.Tensor:
     return mask_areas(logits > threshold)
 
 
-def mask_areas(masks: torch.Tensor) -> torch.Tensor:
-    """[...] int32 pixel counts of boolean masks [..., H, W].
-
-    Summing as uint8 into int16 per row, then the rows into int32, is about three times as fast
-    as torch's default int64 sum of booleans on CPUs; a row count fits int16 for rows narrower
-    than 2**15 (wider ones are summed into int32 directly), and int32 any image under 2**31 pixels.
-    """
-    as_bytes = masks.view(torch.uint8)
-    if as_bytes.shape[-1] < 2**15:
-        return as_bytes.sum(-1, dtype=torch.int16).sum(-1, dtype=torch.int32)
-    return as_bytes.flatten(-2).sum(-1, dtype=torch.int32)
-
-
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight xyxy boxes of boolean masks, as segment-anything's ``batched_mask_to_box``.
-
-    Args:
-        masks: [N, H, W] bool.
-
-    Returns:
-        [N, 4] float32 (x0, y0, x1, y1) where x1, y1 are the indices of the last mask column/row
-        (inclusive, SAM's convention); an empty mask gives [0, 0, 0, 0].
-    """
-    if masks.shape[0] == 0:
-        return torch.zeros(0, 4, device=masks.device)
-    return _occupancy_to_boxes(masks.any(dim=2), masks.any(dim=1))
-
-
 def boxes_from_logits(logits: torch.Tensor, mask_threshold: float) -> torch.Tensor:
-    """`masks_to_boxes(logits > mask_threshold)` without forming the masks.
+    """`masks_to_xyxy_inclusive(logits > mask_threshold)` without forming the masks.
 
     A row (column) holds a mask pixel exactly when its largest logit is above the threshold, and
     a float max-reduction is several times faster than thresholding then reducing booleans.
@@ -95,40 +62,11 @@ def boxes_from_logits(logits: torch.Tensor, mask_threshold: float) -> torch.Tens
         logits: [N, H, W] float mask logits (no NaN).
 
     Returns:
-        [N, 4] float32 boxes, as `masks_to_boxes`.
+        [N, 4] float32 boxes, as `boxes.masks_to_xyxy_inclusive`.
     """
     if logits.shape[0] == 0:
         return torch.zeros(0, 4, device=logits.device)
-    return _occupancy_to_boxes(logits.amax(dim=2) > mask_threshold, logits.amax(dim=1) > mask_threshold)
-
-
-def _occupancy_to_boxes(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Boxes from [N, H] rows and [N, W] columns that hold mask pixels (SAM's convention)."""
-    h, w = rows.shape[1], cols.shape[1]
-    y_index = torch.arange(h, device=rows.device)
-    x_index = torch.arange(w, device=rows.device)
-    y0 = torch.where(rows, y_index, h).amin(dim=1)
-    y1 = torch.where(rows, y_index, -1).amax(dim=1)
-    x0 = torch.where(cols, x_index, w).amin(dim=1)
-    x1 = torch.where(cols, x_index, -1).amax(dim=1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=1)
-    empty = ~rows.any(dim=1)
-    return torch.where(empty[:, None], 0, boxes).float()
-
-
-def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """[N, M] IoU of xyxy boxes [N, 4] and [M, 4], area = (x1 - x0) * (y1 - y0) as torchvision.
-
-    Pairs with zero union give 0.
-    """
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    top_left = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    bottom_right = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1[:, None] + area2[None, :] - inter
-    return torch.where(union > 0, inter / union, torch.zeros_like(inter))
+    return occupancy_to_xyxy_inclusive(logits.amax(dim=2) > mask_threshold, logits.amax(dim=1) > mask_threshold)
 
 
 def greedy_suppression(suppresses: torch.Tensor, *, max_rounds: int = 64) -> torch.Tensor:
@@ -199,22 +137,6 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     return order[keep]
 
 
-def mask_intersections(masks: torch.Tensor) -> torch.Tensor:
-    """[N, N] int64 pixel counts of pairwise intersections of boolean masks [N, H, W].
-
-    One matrix product of the flattened masks, done in pixel chunks so the float copy stays
-    bounded and every partial sum is exact in float32 (below 2**24).
-    """
-    flat = masks.flatten(1)
-    n, pixels = flat.shape
-    chunk = max(1, min(pixels, _INTERSECTION_CHUNK_ELEMENTS // max(n, 1), (1 << 24) - 1))
-    total = torch.zeros(n, n, dtype=torch.int64, device=masks.device)
-    for start in range(0, pixels, chunk):
-        part = flat[:, start : start + chunk].float()
-        total += (part @ part.T).round().long()
-    return total
-
-
 def remove_duplicate_masks(masks: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Indices of masks kept after dropping near-duplicates, larger masks first (as RAM does).
 
@@ -227,11 +149,6 @@ def remove_duplicate_masks(masks: torch.Tensor, iou_threshold: float) -> torch.T
     Returns:
         [K] int64 indices into `masks`, in decreasing-area order.
     """
-    intersections = mask_intersections(masks)
-    areas = intersections.diagonal()
-    order = torch.sort(areas, descending=True, stable=True).indices
-    inter = intersections[order][:, order].double()
-    ranked_areas = areas[order].double()
-    union = ranked_areas[:, None] + ranked_areas[None, :] - inter
-    iou = torch.where(union > 0, inter / union, torch.ones_like(inter))  # two empty masks are identical
+    order = torch.sort(mask_areas(masks), descending=True, stable=True).indices
+    iou = mask_ious(masks, empty=1.0)[order][:, order]  # two empty masks are identical
     return order[greedy_suppression(iou >= iou_threshold)]

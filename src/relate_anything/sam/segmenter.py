@@ -18,23 +18,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from transformers import SamModel
 
+from relate_anything.boxes import masks_to_xyxy_inclusive
+from relate_anything.masks import mask_areas
 from relate_anything.sam.checkpoint import load_sam
 from relate_anything.sam.fast_decoder import FastMaskDecoder
-from relate_anything.sam.ops import (
-    boxes_from_logits,
-    build_point_grid,
-    mask_areas,
-    masks_to_boxes,
-    nms,
-    remove_duplicate_masks,
-    stability_score,
-)
+from relate_anything.sam.ops import boxes_from_logits, build_point_grid, nms, remove_duplicate_masks, stability_score
 from relate_anything.sam.transforms import (
     apply_coords,
     normalize_and_pad,
@@ -42,6 +37,7 @@ from relate_anything.sam.transforms import (
     preprocess_shape,
     resize_longest_side,
 )
+from relate_anything.settings import SegmentSettings
 
 __all__ = ["DecoderOutput", "ImageEmbedding", "PreparedImage", "SegmentationResult", "Segmenter", "capture_mask_tokens"]
 
@@ -254,20 +250,12 @@ class _Candidates:
 class Segmenter:
     """SAM with the image embedding cached, for automatic and prompted segmentation.
 
-    Defaults are segment-anything's ``SamAutomaticMaskGenerator`` defaults, plus RAM's removal of
-    near-duplicate masks.
-
     Args:
         model: a transformers `SamModel` (see `load_sam`), in eval mode.
-        points_per_side: segment_everything prompts an n x n grid of points.
-        points_per_batch: grid points decoded together (memory vs speed).
-        pred_iou_thresh: keep masks whose predicted IoU is > this (no filter when <= 0, as SAM).
-        stability_score_thresh: keep masks whose stability score is >= this (no filter when <= 0).
-        stability_score_offset: logit offset of the stability score.
-        mask_threshold: logit above which a pixel is in the mask.
-        box_nms_thresh: box IoU above which the lower-scoring mask is dropped.
-        duplicate_iou_thresh: mask IoU at or above which the smaller of two masks is dropped.
-        min_mask_area: masks with fewer pixels are dropped.
+        settings: the "segment everything" settings used when a call gives none (default:
+            segment-anything's `SamAutomaticMaskGenerator` defaults plus RAM's removal of
+            near-duplicate masks).
+        points_per_batch: grid points decoded together (memory vs speed; no effect on results).
         embedding_cache_size: embeddings of this many recent photos are kept, so that setting a
             photo again (a second click in the UI) does not encode it again.
         decoder: "fast" decodes prompts with `FastMaskDecoder` (same weights and outputs, without
@@ -279,7 +267,7 @@ class Segmenter:
     Example:
         >>> segmenter = Segmenter.from_pretrained("facebook/sam-vit-huge", device="cuda")
         >>> segmenter.set_image(np.asarray(Image.open("dog.jpg").convert("RGB")))
-        >>> result = segmenter.segment_everything()
+        >>> result = segmenter.segment_everything(settings=SegmentSettings(points_per_side=16))
         >>> result.masks.shape, result.features.shape   # [N, H, W], [N, 256]
     """
 
@@ -287,40 +275,26 @@ class Segmenter:
         self,
         model: SamModel,
         *,
-        points_per_side: int = 32,
+        settings: SegmentSettings | None = None,
         points_per_batch: int = 256,
-        pred_iou_thresh: float = 0.88,
-        stability_score_thresh: float = 0.95,
-        stability_score_offset: float = 1.0,
-        mask_threshold: float = 0.0,
-        box_nms_thresh: float = 0.7,
-        duplicate_iou_thresh: float = 0.8,
-        min_mask_area: int = 0,
         embedding_cache_size: int = 1,
         decoder: str = "fast",
         decoder_chunk_size: int | None = None,
     ) -> None:
-        if points_per_side < 1 or points_per_batch < 1:
-            raise ValueError("points_per_side and points_per_batch must be positive")
+        if points_per_batch < 1:
+            raise ValueError("points_per_batch must be positive")
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         self.model = model.eval()
+        self.settings = settings or SegmentSettings()
         self.decoder = decoder
         self._fast_decoder = FastMaskDecoder(model, chunk_size=decoder_chunk_size) if decoder == "fast" else None
-        self.points_per_side = points_per_side
         self.points_per_batch = points_per_batch
-        self.pred_iou_thresh = pred_iou_thresh
-        self.stability_score_thresh = stability_score_thresh
-        self.stability_score_offset = stability_score_offset
-        self.mask_threshold = mask_threshold
-        self.box_nms_thresh = box_nms_thresh
-        self.duplicate_iou_thresh = duplicate_iou_thresh
-        self.min_mask_area = min_mask_area
         self.image_size: int = model.config.vision_config.image_size
         self.embedding_cache_size = embedding_cache_size
         self._image: ImageEmbedding | None = None
         self._embeddings: OrderedDict[str, ImageEmbedding] = OrderedDict()
-        self._everything: tuple[tuple, SegmentationResult] | None = None
+        self._everything: tuple[tuple[str, SegmentSettings], SegmentationResult] | None = None
 
     @classmethod
     def from_pretrained(
@@ -329,10 +303,10 @@ class Segmenter:
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
-        **thresholds: float,
+        **options: Any,
     ) -> Segmenter:
-        """`load_sam(name_or_path)` wrapped in a `Segmenter`; `thresholds` are constructor kwargs."""
-        return cls(load_sam(name_or_path, device=device, dtype=dtype), **thresholds)
+        """`load_sam(name_or_path)` wrapped in a `Segmenter`; `options` are constructor kwargs."""
+        return cls(load_sam(name_or_path, device=device, dtype=dtype), **options)
 
     @property
     def device(self) -> torch.device:
@@ -341,6 +315,16 @@ class Segmenter:
     @property
     def dtype(self) -> torch.dtype:
         return self.model.dtype
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the mask-token features (256 for SAM)."""
+        return self.model.config.mask_decoder_config.hidden_size
+
+    @property
+    def name(self) -> str:
+        """Where the weights came from (hub id or folder), else the model class."""
+        return getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
 
     # ------------------------------------------------------------------------------------------
     # Image
@@ -419,9 +403,12 @@ class Segmenter:
     @property
     def original_size(self) -> tuple[int, int]:
         """(H, W) of the image last given to `set_image`."""
+        return self._require_image().original_size
+
+    def _require_image(self) -> ImageEmbedding:
         if self._image is None:
             raise RuntimeError("call set_image(image) before segmenting")
-        return self._image.original_size
+        return self._image
 
     # ------------------------------------------------------------------------------------------
     # Batched tensor API
@@ -496,12 +483,12 @@ class Segmenter:
         chunks = list(self._upscaled_chunks(low_res_logits))
         return torch.cat(chunks) if chunks else low_res_logits.new_zeros(0, *self.original_size)
 
-    def upscale_masks(self, low_res_logits: torch.Tensor) -> torch.Tensor:
+    def upscale_masks(self, low_res_logits: torch.Tensor, mask_threshold: float = 0.0) -> torch.Tensor:
         """[N, 256, 256] decoder logits -> [N, H, W] bool masks (logits > mask_threshold).
 
         Thresholded chunk by chunk, so the full-resolution float logits of only one chunk exist.
         """
-        chunks = [logits > self.mask_threshold for logits in self._upscaled_chunks(low_res_logits)]
+        chunks = [logits > mask_threshold for logits in self._upscaled_chunks(low_res_logits)]
         return (
             torch.cat(chunks) if chunks else torch.zeros(0, *self.original_size, dtype=torch.bool, device=self.device)
         )
@@ -523,8 +510,10 @@ class Segmenter:
     # ------------------------------------------------------------------------------------------
     # Automatic segmentation
 
-    def segment_everything(self) -> SegmentationResult:
+    def segment_everything(self, *, settings: SegmentSettings | None = None) -> SegmentationResult:
         """Masks from a points_per_side² grid of single-point prompts, filtered as SAM's AMG + RAM.
+
+        `settings` (default: the segmenter's) are used for this call only.
 
         Steps: decode the grid in batches (3 masks per point); keep predicted IoU >
         pred_iou_thresh and stability >= stability_score_thresh (both on full-resolution logits,
@@ -536,40 +525,33 @@ class Segmenter:
             `SegmentationResult` ordered by decreasing mask area, with point_coords. Asked again for
             the same photo and settings, the same result is returned without decoding again.
         """
-        height, width = self.original_size
-        settings = (
-            self._image.fingerprint,
-            self.points_per_side,
-            self.pred_iou_thresh,
-            self.stability_score_thresh,
-            self.stability_score_offset,
-            self.mask_threshold,
-            self.box_nms_thresh,
-            self.duplicate_iou_thresh,
-            self.min_mask_area,
-        )
-        if self._everything is not None and self._everything[0] == settings:
+        settings = settings or self.settings
+        key = (self._require_image().fingerprint, settings)
+        if self._everything is not None and self._everything[0] == key:
             return self._everything[1]
-        result = self._segment_everything(height, width)
-        self._everything = (settings, result)
+        result = self._segment_everything(settings)
+        self._everything = (key, result)
         return result
 
-    def _segment_everything(self, height: int, width: int) -> SegmentationResult:
-        grid = build_point_grid(self.points_per_side) * torch.tensor([width, height], dtype=torch.float64)
-        candidates = _Candidates.cat([self._grid_batch(points) for points in grid.split(self.points_per_batch)])
-        candidates = candidates[nms(candidates.boxes, candidates.iou_predictions, self.box_nms_thresh)]
+    def _segment_everything(self, settings: SegmentSettings) -> SegmentationResult:
+        height, width = self.original_size
+        grid = build_point_grid(settings.points_per_side) * torch.tensor([width, height], dtype=torch.float64)
+        candidates = _Candidates.cat(
+            [self._grid_batch(points, settings) for points in grid.split(self.points_per_batch)]
+        )
+        candidates = candidates[nms(candidates.boxes, candidates.iou_predictions, settings.box_nms_thresh)]
         # Candidates keep 256x256 logits only; full-resolution masks are rebuilt for NMS survivors,
         # so memory does not grow with the image size times the number of rejected masks.
-        masks = self.upscale_masks(candidates.low_res_logits)
+        masks = self.upscale_masks(candidates.low_res_logits, settings.mask_threshold)
         # Masks are ordered by decreasing area either way; a mask IoU is at most 1, so a
         # threshold above 1 removes nothing and the pairwise intersections are not computed.
-        if self.duplicate_iou_thresh <= 1.0:
-            keep = remove_duplicate_masks(masks, self.duplicate_iou_thresh)
+        if settings.duplicate_iou_thresh <= 1.0:
+            keep = remove_duplicate_masks(masks, settings.duplicate_iou_thresh)
         else:
             keep = torch.sort(mask_areas(masks), descending=True, stable=True).indices
         masks, candidates = masks[keep], candidates[keep]
-        if self.min_mask_area > 0:
-            large = mask_areas(masks) >= self.min_mask_area
+        if settings.min_mask_area > 0:
+            large = mask_areas(masks) >= settings.min_mask_area
             masks, candidates = masks[large], candidates[large]
         return SegmentationResult(
             masks=masks,
@@ -580,16 +562,18 @@ class Segmenter:
             point_coords=candidates.point_coords.float(),
         )
 
-    def _grid_batch(self, points: torch.Tensor) -> _Candidates:
+    def _grid_batch(self, points: torch.Tensor, settings: SegmentSettings) -> _Candidates:
         """Decode [P, 2] grid points (original pixels) and apply the per-mask filters."""
-        logits, iou, tokens, point_coords = self._decode_grid(points.to(self.device))
-        scores, boxes = self._stability_and_boxes(logits)
+        logits, iou, tokens, point_coords = self._decode_grid(points.to(self.device), settings.pred_iou_thresh)
+        scores, boxes = self._stability_and_boxes(logits, settings)
         candidates = _Candidates(logits, iou, scores, boxes, tokens, point_coords)
-        if self.stability_score_thresh > 0.0:
-            candidates = candidates[scores >= self.stability_score_thresh]
+        if settings.stability_score_thresh > 0.0:
+            candidates = candidates[scores >= settings.stability_score_thresh]
         return candidates
 
-    def _decode_grid(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _decode_grid(
+        self, points: torch.Tensor, pred_iou_thresh: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Masks of single-point prompts, 3 per point in point-major order (as the original),
         less those whose predicted IoU is <= pred_iou_thresh when that is > 0 (as SAM).
 
@@ -597,12 +581,12 @@ class Segmenter:
         prompting point of each mask [K, 2].
         """
         labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=self.device)
-        filtered = self.pred_iou_thresh > 0.0
+        filtered = pred_iou_thresh > 0.0
         if self._fast_decoder is not None and filtered:
             # Filtering first spares decoding the rejected masks at all.
             inputs = self._prompt_inputs(points[:, None, :], labels, None)
             logits, iou, tokens, index = self._fast_decoder.decode_above(
-                self._embedding, self._sparse_embeddings(inputs), self.pred_iou_thresh
+                self._embedding, self._sparse_embeddings(inputs), pred_iou_thresh
             )
             return logits, iou, tokens, points[index // 3]
         output = self.decode(points[:, None, :], labels, multimask_output=True)
@@ -611,19 +595,21 @@ class Segmenter:
         tokens = output.mask_tokens.flatten(0, 1)
         point_coords = points.repeat_interleave(output.iou_predictions.shape[1], dim=0)
         if filtered:  # filtering first spares upsampling rejected masks
-            keep = iou > self.pred_iou_thresh
+            keep = iou > pred_iou_thresh
             logits, iou, tokens, point_coords = logits[keep], iou[keep], tokens[keep], point_coords[keep]
         return logits, iou, tokens, point_coords
 
-    def _stability_and_boxes(self, low_res_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stability_and_boxes(
+        self, low_res_logits: torch.Tensor, settings: SegmentSettings
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stability scores [N] and boxes [N, 4] of full-resolution masks, chunk by chunk.
 
         The full-resolution logits are transient: only the low-resolution ones are kept.
         """
         scores, boxes = [], []
         for logits in self._upscaled_chunks(low_res_logits):
-            scores.append(stability_score(logits, self.mask_threshold, self.stability_score_offset))
-            boxes.append(boxes_from_logits(logits, self.mask_threshold))
+            scores.append(stability_score(logits, settings.mask_threshold, settings.stability_score_offset))
+            boxes.append(boxes_from_logits(logits, settings.mask_threshold))
         if not scores:
             return low_res_logits.new_zeros(0), low_res_logits.new_zeros(0, 4)
         return torch.cat(scores), torch.cat(boxes)
@@ -638,6 +624,7 @@ class Segmenter:
         point_labels: np.ndarray | torch.Tensor | Sequence[int] | None = None,
         boxes: np.ndarray | torch.Tensor | Sequence[Sequence[float]] | None = None,
         multimask_output: bool = True,
+        settings: SegmentSettings | None = None,
     ) -> SegmentationResult:
         """One mask per prompt: the points together, or each box (with the points, if given).
 
@@ -647,6 +634,8 @@ class Segmenter:
             boxes: [B, 4] xyxy in original image pixels, one prompt each.
             multimask_output: decode 3 candidate masks per prompt and return the one with the
                 highest predicted IoU (with its token); otherwise the single-mask output (token 0).
+            settings: their mask_threshold and stability_score_offset apply (default: the
+                segmenter's).
 
         Returns:
             `SegmentationResult` of 1 mask (points only) or B masks (boxes), in prompt order,
@@ -657,12 +646,13 @@ class Segmenter:
         best = output.iou_predictions.argmax(dim=1)  # always 0 with a single mask
         rows = torch.arange(best.shape[0], device=best.device)
         logits = self.upscale_logits(output.low_res_logits[rows, best])
-        masks = logits > self.mask_threshold
+        settings = settings or self.settings
+        masks = logits > settings.mask_threshold
         return SegmentationResult(
             masks=masks,
             iou_predictions=output.iou_predictions[rows, best].float(),
-            stability_scores=stability_score(logits, self.mask_threshold, self.stability_score_offset),
-            boxes=masks_to_boxes(masks),
+            stability_scores=stability_score(logits, settings.mask_threshold, settings.stability_score_offset),
+            boxes=masks_to_xyxy_inclusive(masks),
             features=output.mask_tokens[rows, best].float(),
         )
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from relate_anything.image_io import check_rgb
 from relate_anything.sam.checkpoint import PIXEL_MEAN, PIXEL_STD
 
 __all__ = [
@@ -58,8 +59,7 @@ def preprocess(
 def resize_longest_side(image: np.ndarray, image_size: int = 1024) -> np.ndarray:
     """The CPU half of `preprocess`: [H, W, 3] uint8 RGB resized (PIL bilinear) so that its
     longest side is `image_size`; uint8, as segment-anything's ``ResizeLongestSide``."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an [H, W, 3] uint8 RGB image, got {image.shape} {image.dtype}")
+    check_rgb(image)
     new_h, new_w = preprocess_shape(image.shape[0], image.shape[1], image_size)
     return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
 

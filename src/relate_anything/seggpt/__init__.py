@@ -9,9 +9,6 @@
 """
 
 from relate_anything.seggpt.example import (
-    DEFAULT_SEGGPT,
-    SEGGPT_ENV_VAR,
-    SEGGPT_WEIGHTS,
     Example,
     ExampleError,
     ExampleSegmenter,
@@ -23,9 +20,6 @@ from relate_anything.seggpt.example import (
 )
 
 __all__ = [
-    "DEFAULT_SEGGPT",
-    "SEGGPT_ENV_VAR",
-    "SEGGPT_WEIGHTS",
     "Example",
     "ExampleError",
     "ExampleSegmenter",

@@ -27,17 +27,14 @@ from scipy import ndimage
 from transformers import SegGptForImageSegmentation
 
 from relate_anything import weights
-from relate_anything.errors import ImageError, RelateAnythingError
-from relate_anything.image_io import load_image
-from relate_anything.sam.ops import masks_to_boxes
-from relate_anything.sam.segmenter import SegmentationResult, Segmenter
+from relate_anything.boxes import masks_to_xyxy_inclusive
+from relate_anything.errors import ImageError, UsageError
+from relate_anything.image_io import check_rgb, load_image
+from relate_anything.sam.segmenter import SegmentationResult
 from relate_anything.seggpt.transforms import mask_probabilities, preprocess_image, preprocess_mask
 from relate_anything.state_dicts import load_pretrained_folder
 
 __all__ = [
-    "DEFAULT_SEGGPT",
-    "SEGGPT_ENV_VAR",
-    "SEGGPT_WEIGHTS",
     "Example",
     "ExampleError",
     "ExampleSegmenter",
@@ -48,18 +45,6 @@ __all__ = [
     "read_mask",
 ]
 
-SEGGPT_ENV_VAR = "RELATE_ANYTHING_SEGGPT"
-DEFAULT_SEGGPT = "BAAI/seggpt-vit-large"
-SEGGPT_WEIGHTS = weights.WeightsKind(
-    name="SegGPT",
-    flag="--seggpt",
-    env_var=SEGGPT_ENV_VAR,
-    where_to_get=(
-        "a transformers SegGPT folder (config.json + model.safetensors) from "
-        "https://huggingface.co/BAAI/seggpt-vit-large"
-    ),
-)
-
 #: An example: RGB uint8 image [h, w, 3] and a boolean mask [h, w] of the thing to find.
 Example = tuple[np.ndarray, np.ndarray]
 
@@ -67,10 +52,8 @@ Example = tuple[np.ndarray, np.ndarray]
 STABILITY_MARGIN = 0.1
 
 
-class ExampleError(RelateAnythingError):
+class ExampleError(UsageError):
     """An example mask that does not fit its image, or that marks nothing."""
-
-    exit_code = 2
 
 
 class ExampleSegmenter:
@@ -117,8 +100,7 @@ class ExampleSegmenter:
             WeightsNotFoundError: neither on disk nor in the cache, and not downloadable.
             CheckpointError: the folder is not a SegGPT model, or its weights do not fit its config.
         """
-        reference = name_or_path or weights.default_reference(SEGGPT_WEIGHTS, DEFAULT_SEGGPT)
-        path = weights.resolve(reference, SEGGPT_WEIGHTS)
+        path = weights.resolve(weights.SEGGPT_WEIGHTS.reference(name_or_path), weights.SEGGPT_WEIGHTS)
         model = load_pretrained_folder(path, {"seggpt": SegGptForImageSegmentation}, name="SegGPT")
         return cls(model.to(device=device, dtype=dtype).eval(), embedding_type=embedding_type)
 
@@ -193,15 +175,14 @@ def check_examples(examples: Sequence[Example]) -> list[Example]:
 
     Raises:
         ExampleError: no examples, a mask whose size differs from its image's, or an empty mask.
-        ValueError: an image that is not [h, w, 3] uint8.
+        ImageError: an image that is not [h, w, 3] uint8.
     """
     if len(examples) == 0:
         raise ExampleError("segmenting by example needs at least one example (an image and its mask)")
     checked = []
     for index, (image, mask) in enumerate(examples, start=1):
         image, mask = np.asarray(image), np.asarray(mask)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"example {index}: expected an [H, W, 3] uint8 RGB image, got {image.shape} {image.dtype}")
+        check_rgb(image, name=f"example {index}")
         name = f"example {index}"
         _check_mask(mask, image.shape[:2], mask_name=f"{name}'s mask", image_name=f"{name}'s image")
         checked.append((image, mask.astype(bool, copy=False)))
@@ -278,7 +259,6 @@ def example_segments(
     example_segmenter: ExampleSegmenter,
     image: np.ndarray,
     examples: Sequence[Example],
-    segmenter: Segmenter | None = None,
     *,
     threshold: float = 0.5,
     min_area: int = 100,
@@ -286,16 +266,14 @@ def example_segments(
     """Segments of everything in `image` that the examples mark, one per connected region.
 
     SegGPT's mask is split into 8-connected components; components smaller than `min_area`
-    pixels are dropped (SegGPT paints at 448 x 448, so specks are upsampled noise).
+    pixels are dropped (SegGPT paints at 448 x 448, so specks are upsampled noise). SegGPT gives
+    masks only: `RelateAnything` prompts SAM with each segment's box to get the mask token the
+    relation head needs.
 
     Args:
         example_segmenter: the SegGPT stage.
         image: the target, [H, W, 3] uint8 RGB.
         examples: (image, mask) pairs, see `ExampleSegmenter.predict`.
-        segmenter: SAM, with `set_image(image)` already called for this same image. When given,
-            each segment's feature is SAM's mask token for a box prompt of the component's
-            bounding box (pixel edges, the prompt `RelateAnything.relate_regions` uses), so the
-            relation head can relate it; SAM's own mask is discarded.
         threshold: SegGPT foreground probability threshold.
         min_area: smallest component kept, in pixels.
 
@@ -306,38 +284,23 @@ def example_segments(
         component's pixels with probability > threshold + 0.1 (SAM's stability score, the area
         ratio of the mask at a stricter and a looser cut, in probability units; the looser cut
         is the component itself); boxes: xyxy, x1/y1 inclusive (SAM's convention); features:
-        [N, 256] SAM tokens with `segmenter`, else [N, 0]; point_coords: None.
-
-    Raises:
-        ValueError: `segmenter`'s image has another size than `image`.
+        [N, 0] (none); point_coords: None.
     """
     height, width = image.shape[:2]
-    if segmenter is not None and segmenter.original_size != (height, width):
-        raise ValueError(
-            f"the SAM segmenter holds a {segmenter.original_size[1]}x{segmenter.original_size[0]} image, "
-            f"not the {width}x{height} target: call segmenter.set_image(image) first"
-        )
     probability = example_segmenter.predict(image, examples)
     masks = connected_components(probability > threshold, min_area=min_area)
     if len(masks) == 0:
-        feature_dim = 0 if segmenter is None else segmenter.model.config.mask_decoder_config.hidden_size
-        return SegmentationResult.empty((height, width), feature_dim=feature_dim, device=probability.device)
+        return SegmentationResult.empty((height, width), feature_dim=0, device=probability.device)
     areas = masks.flatten(1).sum(1)
     inside = masks.float()
     confidence = (inside * probability).flatten(1).sum(1) / areas
     stable = (masks & (probability > threshold + STABILITY_MARGIN)).flatten(1).sum(1) / areas
-    boxes = masks_to_boxes(masks)
-    if segmenter is None:
-        features = torch.zeros(len(masks), 0, device=masks.device)
-    else:
-        edges = boxes + torch.tensor([0, 0, 1, 1], device=boxes.device)
-        features = segmenter.segment_prompts(boxes=edges).features.to(masks.device)
     return SegmentationResult(
         masks=masks,
         iou_predictions=confidence.float(),
         stability_scores=stable.float(),
-        boxes=boxes,
-        features=features.float(),
+        boxes=masks_to_xyxy_inclusive(masks),
+        features=torch.zeros(len(masks), 0, device=masks.device),
     )
 
 

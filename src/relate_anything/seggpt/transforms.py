@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from relate_anything.image_io import check_rgb
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "mask_probabilities", "preprocess_image", "preprocess_mask"]
 
 #: transformers' IMAGENET_DEFAULT_MEAN / IMAGENET_DEFAULT_STD (0-1 units, RGB), as the original.
@@ -45,8 +47,7 @@ def preprocess_image(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     Returns:
         [3, height, width] float32 CPU tensor: PIL-bicubic resized, (x / 255 - mean) / std.
     """
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an [H, W, 3] uint8 RGB image, got {image.shape} {image.dtype}")
+    check_rgb(image)
     resized = np.asarray(Image.fromarray(image).resize(size[::-1], Image.Resampling.BICUBIC))
     return torch.from_numpy(_normalise(resized))
 

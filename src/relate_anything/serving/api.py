@@ -19,11 +19,9 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import math
-import warnings
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import PurePosixPath
@@ -31,13 +29,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from relate_anything.errors import RelateAnythingError
-from relate_anything.image_io import MAX_PIXELS, load_image
-from relate_anything.serving.worker import InferenceWorker, Job, QueueFullError, SegmenterSettings, WorkerClosedError
+from relate_anything.errors import ImageError, ImageTooLargeError, NotAnImageError, RelateAnythingError, UsageError
+from relate_anything.image_io import MAX_PIXELS, load_image_bytes
+from relate_anything.pipeline import check_prompt
+from relate_anything.serving.worker import InferenceWorker, Job, QueueFullError, WorkerClosedError
+from relate_anything.settings import SettingsError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,7 +65,7 @@ class ImageInfo(BaseModel):
     width: int
     height: int
     file: str | None = None
-    id: int | None = None
+    id: str | None = Field(None, description="A dataset's id for the image (PSG's image_id), if any.")
 
 
 class SegmentOut(BaseModel):
@@ -231,6 +230,13 @@ def create_app(
                 description='Names for the segments: "dog,stick,sand" or "psg" (needs a server with a labeler).',
             ),
         ] = None,
+        multimask: Annotated[
+            bool,
+            Form(
+                description="For point/box: the best of SAM's 3 candidate masks instead of its single-mask output "
+                "(RAM's demo uses the single mask)."
+            ),
+        ] = False,
         features: Annotated[bool, Form(description="Include each segment's 256-d SAM feature.")] = False,
     ) -> Response:
         worker: InferenceWorker = app.state.worker
@@ -243,22 +249,27 @@ def create_app(
                 413,
                 f"upload too large: {len(data)} bytes, the limit is {max_upload_bytes} bytes ({max_upload_bytes / 2**20:.1f} MiB)",
             )
+        try:
+            settings = worker.pipeline.settings.replace(
+                points_per_side=points_per_side,
+                pred_iou_thresh=pred_iou_thresh,
+                stability_score_thresh=stability_score_thresh,
+            )
+        except SettingsError as error:
+            raise HTTPException(422, str(error)) from error
         pixels = await run_in_threadpool(_decode_image, data, max_pixels)
-        _check_prompt(parsed_point, parsed_box, width=pixels.shape[1], height=pixels.shape[0])
-        defaults = worker.default_settings
+        try:
+            check_prompt(parsed_point, parsed_box, width=pixels.shape[1], height=pixels.shape[0])
+        except UsageError as error:
+            raise HTTPException(422, str(error)) from error
         job = Job(
             pixels=pixels,
-            settings=SegmenterSettings(
-                points_per_side=defaults.points_per_side if points_per_side is None else points_per_side,
-                pred_iou_thresh=defaults.pred_iou_thresh if pred_iou_thresh is None else pred_iou_thresh,
-                stability_score_thresh=defaults.stability_score_thresh
-                if stability_score_thresh is None
-                else stability_score_thresh,
-            ),
+            settings=settings,
             top_k=worker.pipeline.top_k if top_k is None else top_k,
             file=_file_name(image.filename),
             point=parsed_point,
             box=parsed_box,
+            multimask=multimask,
             vocabulary=vocabulary,
         )
         graph = await _result(worker, job, timeout)
@@ -293,29 +304,16 @@ async def _result(worker: InferenceWorker, job: Job, timeout: float):
 
 
 def _decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """RGB uint8 [H, W, 3] from an uploaded file; the pixel count is checked from the header."""
+    """RGB uint8 [H, W, 3] from an uploaded file (`image_io.load_image_bytes`: the pixel count is
+    checked from the header, before decoding); its errors as HTTP statuses."""
     try:
-        with warnings.catch_warnings():
-            # Our own max_pixels check replaces PIL's decompression-bomb warning.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise HTTPException(
-                        413, f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
-                    )
-                image.load()
-                return load_image(image, max_pixels=max_pixels)
-    except Image.DecompressionBombError as error:
-        raise HTTPException(413, f"image too large to decode safely ({error})") from error
-    except UnidentifiedImageError as error:
-        raise HTTPException(
-            415, "the upload is not an image in a format this server reads (JPEG, PNG, WebP, ...)"
-        ) from error
-    except RelateAnythingError as error:
-        raise HTTPException(400, f"cannot use this image: {error}") from error
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise HTTPException(400, f"the image cannot be decoded; is the file complete? ({error})") from error
+        return load_image_bytes(data, name="the upload", max_pixels=max_pixels)
+    except ImageTooLargeError as error:
+        raise HTTPException(413, str(error)) from error
+    except NotAnImageError as error:
+        raise HTTPException(415, str(error)) from error
+    except ImageError as error:
+        raise HTTPException(400, str(error)) from error
 
 
 def _file_name(filename: str | None) -> str | None:
@@ -334,15 +332,6 @@ def _parse_numbers(text: str | None, count: int, field: str) -> tuple[float, ...
     if len(values) != count or not all(math.isfinite(v) for v in values):
         raise HTTPException(422, f"{field}: expected {count} comma-separated numbers, got {text!r}")
     return values
-
-
-def _check_prompt(point: tuple[float, ...] | None, box: tuple[float, ...] | None, *, width: int, height: int) -> None:
-    if point is not None and not (0 <= point[0] < width and 0 <= point[1] < height):
-        raise HTTPException(422, f"point {point} is outside the {width}x{height} image")
-    if box is not None:
-        x0, y0, x1, y1 = box
-        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-            raise HTTPException(422, f"box {box} must satisfy 0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height}")
 
 
 def _parse_vocabulary(text: str | None, *, has_labeler: bool) -> Vocabulary | None:
@@ -447,14 +436,9 @@ class BodySizeLimit:
 
 def _model_names(pipeline: RelateAnything) -> dict[str, str]:
     """What /healthz names when the caller gave no names: the models' own config names."""
-    names = {
-        "sam": getattr(pipeline.segmenter.model.config, "_name_or_path", "") or type(pipeline.segmenter.model).__name__
-    }
-    names["ram"] = type(pipeline.relation_head).__name__
+    names = {"sam": pipeline.segmenter.name, "ram": type(pipeline.relation_head).__name__}
     if pipeline.labeler is not None:
-        names["labeler"] = (
-            getattr(pipeline.labeler.model.config, "_name_or_path", "") or type(pipeline.labeler.model).__name__
-        )
+        names["labeler"] = pipeline.labeler.name
     return names
 
 

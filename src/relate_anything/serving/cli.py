@@ -11,23 +11,25 @@ from typing import Annotated
 import typer
 
 from relate_anything.console import (
-    BoxNmsThreshOption,
     DeviceOption,
     DtypeOption,
-    PointsPerSideOption,
-    PredIouThreshOption,
+    LabelerOption,
+    LabelThresholdOption,
     RamOption,
     SamOption,
-    StabilityScoreThreshOption,
-    check_device,
-    check_dtype,
-    fail,
+    VocabOption,
+    handles_errors,
+    optional_model,
+    segment_settings_options,
     stderr,
 )
-from relate_anything.errors import RelateAnythingError
+from relate_anything.errors import UsageError
 from relate_anything.image_io import MAX_PIXELS
+from relate_anything.settings import SegmentSettings
 
 
+@segment_settings_options
+@handles_errors
 def serve_command(
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
@@ -35,32 +37,10 @@ def serve_command(
     dtype: DtypeOption = "float32",
     sam: SamOption = None,
     ram: RamOption = None,
-    labeler: Annotated[
-        str | None,
-        typer.Option(
-            help="Name every segment with this CLIP/SigLIP model (hub id or folder); lets requests send `vocab`. Implied by --vocab.",
-            show_default=False,
-        ),
-    ] = None,
-    vocab: Annotated[
-        str | None,
-        typer.Option(
-            help='Default names for requests without `vocab`: "dog,stick,sand", a file with one name a line, or "psg" (the default).',
-            show_default=False,
-        ),
-    ] = None,
-    label_threshold: Annotated[
-        float | None,
-        typer.Option(
-            help="A segment stays unnamed when its best name scores below this (default: the labeler's).",
-            show_default=False,
-        ),
-    ] = None,
+    labeler: LabelerOption = None,
+    vocab: VocabOption = None,
+    label_threshold: LabelThresholdOption = None,
     top_k: Annotated[int, typer.Option(min=1, help="Relations per image when a request does not say.")] = 20,
-    points_per_side: PointsPerSideOption = 32,
-    pred_iou_thresh: PredIouThreshOption = 0.88,
-    stability_score_thresh: StabilityScoreThreshOption = 0.95,
-    box_nms_thresh: BoxNmsThreshOption = 0.7,
     max_upload_mb: Annotated[
         float, typer.Option(min=0.001, help="Largest image file accepted, in MiB (larger: HTTP 413).")
     ] = 20.0,
@@ -73,6 +53,7 @@ def serve_command(
         float, typer.Option(min=0.001, help="Seconds a request may wait and run in all (longer: HTTP 504).")
     ] = 60.0,
     max_batch: Annotated[int, typer.Option(min=1, help="Most photos run through the image encoder together.")] = 8,
+    settings: SegmentSettings = SegmentSettings(),
 ) -> None:
     """Serve scene graphs over HTTP: POST /v1/scene-graph, GET /healthz, OpenAPI at /docs."""
     try:
@@ -80,42 +61,26 @@ def serve_command(
 
         from relate_anything.serving.api import create_app
     except ImportError as error:
-        fail(
-            RelateAnythingError(
-                f"serving needs the serve extra ({error.name} is missing): pip install 'relate-anything[serve]'"
-            )
-        )
-    from relate_anything import weights
-    from relate_anything.cli import _load_pipeline
+        raise UsageError(
+            f"serving needs the serve extra ({error.name} is missing): pip install 'relate-anything[serve]'"
+        ) from None
+    from relate_anything.devices import check_device
+    from relate_anything.pipeline import PipelineSpec
+    from relate_anything.weights import LABELER_WEIGHTS
 
-    naming = labeler is not None or vocab is not None
-    try:
-        pipeline = _load_pipeline(
-            sam=sam,
-            ram=ram,
-            device=check_device(device),
-            dtype=check_dtype(dtype),
-            labeler=labeler if naming else False,
-            vocab=vocab,
-            label_threshold=label_threshold,
-            detector=None,
-            seggpt=False,
-            top_k=top_k,
-            points_per_side=points_per_side,
-            pred_iou_thresh=pred_iou_thresh,
-            stability_score_thresh=stability_score_thresh,
-            box_nms_thresh=box_nms_thresh,
-        )
-    except RelateAnythingError as error:
-        fail(error)
-    models = {
-        "sam": str(sam or weights.default_reference(weights.SAM_WEIGHTS, weights.DEFAULT_SAM)),
-        "ram": str(ram or weights.default_reference(weights.RAM_WEIGHTS, weights.DEFAULT_RAM)),
-    }
-    if naming:
-        from relate_anything.naming.hub import DEFAULT_LABELER, LABELER_WEIGHTS
-
-        models["labeler"] = str(labeler or weights.default_reference(LABELER_WEIGHTS, DEFAULT_LABELER))
+    spec = PipelineSpec(
+        sam=sam,
+        ram=ram,
+        dtype=dtype,
+        settings=settings,
+        top_k=top_k,
+        labeler=optional_model(LABELER_WEIGHTS, labeler, wanted=labeler is not None or vocab is not None),
+        label_threshold=label_threshold,
+        vocabulary=vocab,
+    ).resolved()
+    spec.load_vocabulary()  # a bad vocabulary fails before any model loads
+    pipeline = spec.build(check_device(device))
+    models = {"sam": spec.sam, "ram": spec.ram} | ({} if spec.labeler is None else {"labeler": spec.labeler})
     app = create_app(
         pipeline,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),

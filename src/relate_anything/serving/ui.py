@@ -86,8 +86,6 @@ class SceneGraphDemo:
         self.max_relations_shown = max_relations_shown
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="relate-anything-ui-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        segmenter = pipeline.segmenter
-        segmenter.embedding_cache_size = max(segmenter.embedding_cache_size, EMBEDDING_CACHE_SIZE)
         self._lock = threading.Lock()
         self._requests = 0
 
@@ -104,12 +102,18 @@ class SceneGraphDemo:
         return self._run(image, top_k, file=file, mode="relate anything")
 
     def relate_point(
-        self, image: np.ndarray | None, point: Sequence[float], top_k: int, *, file: str | None = None
+        self,
+        image: np.ndarray | None,
+        point: Sequence[float],
+        top_k: int,
+        *,
+        multimask: bool = False,
+        file: str | None = None,
     ) -> PageResult:
-        """The top-k triplets whose subject is the thing at `point` (x, y in image pixels)."""
-        return self._run(
-            image, top_k, file=file, mode=f"relate the thing at ({point[0]:.0f}, {point[1]:.0f})", point=tuple(point)
-        )
+        """The top-k triplets whose subject is the thing at `point` (x, y in image pixels); with
+        `multimask`, the best of SAM's 3 candidate masks is the subject (see `RelateAnything`)."""
+        mode = f"relate the thing at ({point[0]:.0f}, {point[1]:.0f})"
+        return self._run(image, top_k, file=file, mode=mode, point=tuple(point), multimask=multimask)
 
     def find(self, image: np.ndarray | None, phrase: str, top_k: int, *, file: str | None = None) -> PageResult:
         """The top-k triplets whose subject is the thing that `phrase` describes best."""
@@ -219,9 +223,9 @@ def build_ui(demo: SceneGraphDemo, *, samples: Sequence[Path] = (), top_k: int =
         return result_outputs(demo.relate_anything(image, k))
 
     @guarded
-    def on_click(image, k, event: gr.SelectData):
+    def on_click(image, k, multimask, event: gr.SelectData):
         x, y = event.index
-        return result_outputs(demo.relate_point(image, (x, y), k))
+        return result_outputs(demo.relate_point(image, (x, y), k, multimask=multimask))
 
     @guarded
     def on_find(image, phrase, k):
@@ -254,6 +258,11 @@ def build_ui(demo: SceneGraphDemo, *, samples: Sequence[Path] = (), top_k: int =
                         relate_button = gr.Button("Relate anything", variant="primary", elem_id="relate-anything")
                     with gr.Tab("Relate me with anything", id="click"):
                         gr.Markdown("Click on a thing in the photo: it becomes the subject of every relation.")
+                        multimask = gr.Checkbox(
+                            False,
+                            label="Best of SAM's 3 masks (RAM's demo uses SAM's single mask)",
+                            elem_id="multimask",
+                        )
                     with gr.Tab("Find by text", id="find"):
                         phrase = gr.Textbox(label="What to find", placeholder="the dog", interactive=demo.can_find)
                         find_button = gr.Button("Find and relate", interactive=demo.can_find, elem_id="find")
@@ -282,7 +291,7 @@ def build_ui(demo: SceneGraphDemo, *, samples: Sequence[Path] = (), top_k: int =
         # One model, one photo at a time: every action queues for the same slot.
         shared = {"concurrency_id": "model", "concurrency_limit": 1}
         relate_button.click(on_relate, [photo, k], outputs, **shared)
-        photo.select(on_click, [photo, k], outputs, **shared)
+        photo.select(on_click, [photo, k, multimask], outputs, **shared)
         find_button.click(on_find, [photo, phrase, k], outputs, **shared)
         example_button.click(on_example, [photo, editor, k], outputs, **shared)
     return page

@@ -1,8 +1,8 @@
 """One thread owns the pipeline; requests reach it through a bounded queue.
 
-A `RelateAnything` pipeline is stateful (the segmenter holds the current photo's embedding and
-its thresholds; the pipeline holds the vocabulary), so concurrent requests must not call it at
-the same time. The `InferenceWorker` is the only caller: web handlers `submit` a `Job` and wait on
+A `RelateAnything` pipeline is stateful (the segmenter holds the current photo's embedding), so
+concurrent requests must not call it at the same time; each job's settings and vocabulary go
+with the call, never into the live pipeline. The `InferenceWorker` is the only caller: web handlers `submit` a `Job` and wait on
 its future. Jobs that arrive together and ask for plain "relate anything" with the same settings
 run as one `pipeline.batch(...)` call, so on a GPU the image encoder (most of SAM's cost) sees one
 batch instead of several single images; prompted jobs (a point or a box) run one by one.
@@ -14,9 +14,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,8 +27,9 @@ if TYPE_CHECKING:
     from relate_anything.naming import Vocabulary
     from relate_anything.pipeline import RelateAnything
     from relate_anything.scene_graph import SceneGraph
+    from relate_anything.settings import SegmentSettings
 
-__all__ = ["InferenceWorker", "Job", "QueueFullError", "SegmenterSettings", "WorkerClosedError"]
+__all__ = ["InferenceWorker", "Job", "QueueFullError", "WorkerClosedError"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,45 +42,28 @@ class WorkerClosedError(RelateAnythingError):
     """The worker is shutting down and takes no more jobs."""
 
 
-@dataclass(frozen=True)
-class SegmenterSettings:
-    """The "segment everything" settings a request may choose (the `Segmenter` attributes of the same names)."""
-
-    points_per_side: int
-    pred_iou_thresh: float
-    stability_score_thresh: float
-
-    @classmethod
-    def of(cls, segmenter) -> SegmenterSettings:
-        """The settings `segmenter` holds now."""
-        return cls(segmenter.points_per_side, segmenter.pred_iou_thresh, segmenter.stability_score_thresh)
-
-    def apply_to(self, segmenter) -> None:
-        segmenter.points_per_side = self.points_per_side
-        segmenter.pred_iou_thresh = self.pred_iou_thresh
-        segmenter.stability_score_thresh = self.stability_score_thresh
-
-
 @dataclass(eq=False)
 class Job:
     """One scene graph to build.
 
     Args:
         pixels: the photo, RGB uint8 [H, W, 3].
-        settings: the segmenter settings for this photo.
+        settings: the "segment everything" settings for this photo.
         top_k: relations to keep, best first.
         file: recorded as the graph's `image.file`.
         point: (x, y) in pixels: relate the thing there with everything else.
         box: (x0, y0, x1, y1) in pixels: relate the thing in the box with everything else.
+        multimask: for a point or box, the best of SAM's 3 candidate masks (see `RelateAnything`).
         vocabulary: names for the labeler (None: the pipeline's own vocabulary).
     """
 
     pixels: np.ndarray
-    settings: SegmenterSettings
+    settings: SegmentSettings
     top_k: int
     file: str | None = None
     point: tuple[float, float] | None = None
     box: tuple[float, float, float, float] | None = None
+    multimask: bool = False
     vocabulary: Vocabulary | None = None
     future: Future = field(default_factory=Future, repr=False)
 
@@ -107,7 +90,7 @@ class InferenceWorker:
 
     Example:
         >>> worker = InferenceWorker(pipeline, queue_size=16, max_batch=8).start()
-        >>> graph = worker.submit(Job(pixels, worker.default_settings, top_k=20)).result()
+        >>> graph = worker.submit(Job(pixels, pipeline.settings, top_k=20)).result()
         >>> worker.close()
     """
 
@@ -120,8 +103,6 @@ class InferenceWorker:
         self.queue_size = queue_size
         self.max_batch = max_batch
         self.batch_window = batch_window
-        #: What a request that chooses nothing gets: the pipeline's settings when the worker was made.
-        self.default_settings = SegmenterSettings.of(pipeline.segmenter)
         # Unbounded underneath so that close() can always queue its stop marker; submit() bounds it.
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
@@ -236,10 +217,13 @@ class InferenceWorker:
     def _run_batch(self, jobs: Sequence[Job]) -> None:
         first = jobs[0]
         try:
-            with self._applied(first):
-                graphs = self.pipeline.batch(
-                    [job.pixels for job in jobs], files=[job.file for job in jobs], top_k=first.top_k
-                )
+            graphs = self.pipeline.batch(
+                [job.pixels for job in jobs],
+                files=[job.file for job in jobs],
+                settings=first.settings,
+                vocabulary=first.vocabulary,
+                top_k=first.top_k,
+            )
         except Exception:
             # One bad photo must not fail the others: run them alone, each getting its own outcome.
             logger.warning("batch of %d failed; running its jobs one by one", len(jobs), exc_info=True)
@@ -251,25 +235,17 @@ class InferenceWorker:
 
     def _run_one(self, job: Job) -> None:
         try:
-            with self._applied(job):
-                graph: SceneGraph = self.pipeline(
-                    job.pixels, point=job.point, box=job.box, top_k=job.top_k, file=job.file
-                )
+            graph: SceneGraph = self.pipeline(
+                job.pixels,
+                point=job.point,
+                box=job.box,
+                multimask=job.multimask,
+                settings=job.settings,
+                vocabulary=job.vocabulary,
+                top_k=job.top_k,
+                file=job.file,
+            )
         except Exception as error:
             job.future.set_exception(error)
         else:
             job.future.set_result(graph)
-
-    @contextmanager
-    def _applied(self, job: Job) -> Iterator[None]:
-        """The pipeline with `job`'s settings and vocabulary, restored afterwards."""
-        segmenter = self.pipeline.segmenter
-        saved_settings, saved_vocabulary = SegmenterSettings.of(segmenter), self.pipeline.vocabulary
-        job.settings.apply_to(segmenter)
-        if job.vocabulary is not None:
-            self.pipeline.vocabulary = job.vocabulary
-        try:
-            yield
-        finally:
-            saved_settings.apply_to(segmenter)
-            self.pipeline.vocabulary = saved_vocabulary

@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from relate_anything.atomic import write_atomically, write_text_atomically
-from relate_anything.errors import RelateAnythingError
+from relate_anything.errors import UsageError
 from relate_anything.scene_graph import decode_mask
 
 __all__ = ["CacheError", "CachedImage", "FeatureCache", "ImageRecord", "ShardWriter", "committed_image_ids"]
@@ -41,7 +41,7 @@ FORMAT = "relate-anything/feature-cache/v1"
 _SHARD_NAME = re.compile(r"^shard-r(\d+)-(\d{6})$")
 
 
-class CacheError(RelateAnythingError):
+class CacheError(UsageError):
     """A feature cache that is missing, empty or damaged."""
 
 

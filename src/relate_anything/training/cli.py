@@ -14,65 +14,50 @@ from typing import Annotated
 import typer
 
 from relate_anything.console import (
-    BoxNmsThreshOption,
     DeviceOption,
-    PointsPerSideOption,
-    PredIouThreshOption,
+    DtypeOption,
     SamOption,
-    StabilityScoreThreshOption,
-    check_device,
-    fail,
+    handles_errors,
+    progress_callback,
+    segment_settings_options,
     stderr,
 )
-from relate_anything.errors import RelateAnythingError
+from relate_anything.errors import UsageError
+from relate_anything.settings import SegmentSettings
 
 
+@segment_settings_options
+@handles_errors
 def collect_command(
     data: Annotated[
-        Path, typer.Argument(help="PSG-format dataset: a folder with psg.json, or the JSON file.", show_default=False)
+        Path,
+        typer.Argument(help="PSG-format dataset: a folder with psg.json, or the JSON file.", show_default=False),
     ],
     out: Annotated[Path, typer.Option(help="Feature-cache folder to write (resumes if it exists).")] = Path("feats"),
     split: Annotated[str, typer.Option(help="Images to collect: train, test, or all.")] = "train",
     sam: SamOption = None,
     device: DeviceOption = "cpu",
-    points_per_side: PointsPerSideOption = 32,
+    dtype: DtypeOption = "float32",
     points_per_batch: Annotated[int, typer.Option(min=1, help="Grid points decoded together.")] = 256,
-    pred_iou_thresh: PredIouThreshOption = 0.88,
-    stability_score_thresh: StabilityScoreThreshOption = 0.95,
-    box_nms_thresh: BoxNmsThreshOption = 0.7,
     shard_size: Annotated[
         int, typer.Option(min=1, help="Images per committed shard (a crash re-does at most this many).")
     ] = 256,
     float32: Annotated[bool, typer.Option("--float32", help="Store features as float32 (default float16).")] = False,
+    settings: SegmentSettings = SegmentSettings(),
 ) -> None:
     """Run SAM on every image of DATA, match its masks to the ground truth and cache features and relations."""
-    try:
-        import torch
+    import torch
 
-        from relate_anything import weights
-        from relate_anything.cpu_allocator import reuse_freed_memory
-        from relate_anything.sam import Segmenter, load_sam
-        from relate_anything.training.collection import collect
+    from relate_anything.devices import check_device
+    from relate_anything.pipeline import PipelineSpec
+    from relate_anything.training.collection import collect
 
-        dataset = _psg_dataset(data, split)
-        device = check_device(device)
-        reuse_freed_memory(device)  # on CPUs, fewer page faults: ~1.2x faster (see cpu_allocator)
-        sam_path = weights.resolve(
-            sam or weights.default_reference(weights.SAM_WEIGHTS, weights.DEFAULT_SAM), weights.SAM_WEIGHTS
-        )
-        segmenter = Segmenter(
-            load_sam(sam_path, device=device),
-            points_per_side=points_per_side,
-            points_per_batch=points_per_batch,
-            pred_iou_thresh=pred_iou_thresh,
-            stability_score_thresh=stability_score_thresh,
-            box_nms_thresh=box_nms_thresh,
-        )
-        stats = collect(
-            dataset, segmenter, out, shard_size=shard_size, feature_dtype=torch.float32 if float32 else torch.float16
-        )
-    except RelateAnythingError as error:
-        fail(error)
+    dataset = _psg_dataset(data, split)
+    spec = PipelineSpec(sam=sam, dtype=dtype, settings=settings, points_per_batch=points_per_batch)
+    segmenter = spec.build_segmenter(check_device(device))
+    feature_dtype = torch.float32 if float32 else torch.float16
+    with progress_callback("collecting") as progress:
+        stats = collect(dataset, segmenter, out, shard_size=shard_size, feature_dtype=feature_dtype, progress=progress)
     stderr.print(
         f"{stats.images} images collected ({stats.already_done} already cached, {stats.without_relations} without "
         f"relations skipped); {stats.masks} SAM masks; ground-truth masks matched {stats.matched_fraction:.1%}, "
@@ -81,6 +66,7 @@ def collect_command(
     )
 
 
+@handles_errors
 def train_command(
     cache: Annotated[
         Path, typer.Argument(help="Training feature cache (from `relate-anything collect`).", show_default=False)
@@ -117,42 +103,39 @@ def train_command(
     num_workers: Annotated[int, typer.Option(min=0, help="DataLoader workers.")] = 0,
 ) -> None:
     """Train the RAM relation head on a feature cache (one GPU, or many with torchrun)."""
-    try:
-        from relate_anything.training.trainer import TrainConfig, train
+    from relate_anything.training.trainer import TrainConfig, train
 
-        try:
-            lr_milestones = tuple(int(m) for m in milestones.split(",") if m.strip())
-        except ValueError:
-            raise RelateAnythingError(f"--milestones must be comma-separated epochs, got {milestones!r}") from None
-        config = TrainConfig(
-            epochs=epochs,
-            lr=lr,
-            weight_decay=weight_decay,
-            lr_milestones=lr_milestones,
-            batch_size=batch_size,
-            loss=loss,  # type: ignore[arg-type]  # validated by TrainConfig
-            max_grad_norm=max_grad_norm or None,
-            ema_decay=ema_decay,
-            distill_weight=distill_weight,
-            distill_temperature=distill_temperature,
-            init_from=init_from,
-            checkpoint_dir=out,
-            resume=resume,
-            amp=amp,
-            device=device,
-            seed=seed,
-            num_workers=num_workers,
-        )
-        train(cache, val_cache, config=config)
-    except RelateAnythingError as error:
-        fail(error)
+    try:
+        lr_milestones = tuple(int(m) for m in milestones.split(",") if m.strip())
+    except ValueError:
+        raise UsageError(f"--milestones must be comma-separated epochs, got {milestones!r}") from None
+    config = TrainConfig(
+        epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        lr_milestones=lr_milestones,
+        batch_size=batch_size,
+        loss=loss,  # type: ignore[arg-type]  # validated by TrainConfig
+        max_grad_norm=max_grad_norm or None,
+        ema_decay=ema_decay,
+        distill_weight=distill_weight,
+        distill_temperature=distill_temperature,
+        init_from=init_from,
+        checkpoint_dir=out,
+        resume=resume,
+        amp=amp,
+        device=device,
+        seed=seed,
+        num_workers=num_workers,
+    )
+    train(cache, val_cache, config=config)
     if int(os.environ.get("RANK", "0")) == 0:
         stderr.print(f"trained head: {out / 'head.safetensors'} (EMA: {out / 'head_ema.safetensors'})", highlight=False)
 
 
 def _psg_dataset(data: Path, split: str):
     if split not in ("train", "test", "all"):
-        raise RelateAnythingError(f"--split must be train, test or all, got {split!r}")
+        raise UsageError(f"--split must be train, test or all, got {split!r}")
     from relate_anything.datasets import PsgDataset
 
     return PsgDataset(data, split=None if split == "all" else split)

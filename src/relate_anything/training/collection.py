@@ -12,7 +12,7 @@ each rank writes its own shards, and readers see all of them as one cache.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +20,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from relate_anything.console import progress_bar
 from relate_anything.errors import RelateAnythingError
 from relate_anything.image_io import load_image
 from relate_anything.scene_graph import SceneGraph, encode_masks
@@ -96,7 +95,7 @@ def collect(
     sam_to_gt_iou: float = 0.6,
     gt_to_sam_iou: float = 0.5,
     keep_images_without_relations: bool = False,
-    progress: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> CollectStats:
     """Segment, match and cache every image of `dataset` that this rank owns and no shard holds.
 
@@ -110,7 +109,7 @@ def collect(
         sam_to_gt_iou, gt_to_sam_iou: RAM's matching thresholds (see `training.matching`).
         keep_images_without_relations: also cache images whose ground truth has no relation
             (PSG leaves them out of training and evaluation).
-        progress: show a progress bar on stderr.
+        progress: called with (images finished, images to do) at the start and after each image.
 
     Returns:
         `CollectStats` of this call.
@@ -122,9 +121,10 @@ def collect(
     todo = [i for i in mine if ids[i] not in done]
     stats = CollectStats(already_done=len(mine) - len(todo))
     writer = ShardWriter(out_dir, shard_size=shard_size, rank=rank, feature_dtype=feature_dtype)
-    with writer, progress_bar(enabled=progress) as bar:
-        task = bar.add_task(f"collecting (rank {rank}/{world_size})", total=len(todo))
-        for index in todo:
+    if progress is not None:
+        progress(0, len(todo))
+    with writer:
+        for done, index in enumerate(todo, start=1):
             record = _collect_one(
                 dataset,
                 index,
@@ -137,7 +137,8 @@ def collect(
             )
             if record is not None:
                 writer.add(record)
-            bar.advance(task)
+            if progress is not None:
+                progress(done, len(todo))
     return stats
 
 

@@ -28,31 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["MaskMatch", "mask_ious", "match_masks", "rewrite_relations"]
+from relate_anything.masks import mask_ious
 
-# Pixels per chunk of the flattened-mask product: keeps every partial count below 2**24, where
-# float32 still counts exactly, and the float copies bounded.
-_CHUNK_PIXELS = (1 << 24) - 1
-
-
-def mask_ious(masks_a: torch.Tensor, masks_b: torch.Tensor) -> torch.Tensor:
-    """[N, M] float32 IoU of boolean masks [N, H, W] and [M, H, W] (same H, W, same device).
-
-    One matrix product of the flattened masks (chunked over pixels, exact counts). A pair of two
-    empty masks has IoU 0.
-    """
-    if masks_a.shape[1:] != masks_b.shape[1:]:
-        raise ValueError(f"masks must have one size, got {tuple(masks_a.shape[1:])} and {tuple(masks_b.shape[1:])}")
-    a, b = masks_a.flatten(1), masks_b.to(masks_a.device).flatten(1)
-    intersections = torch.zeros(a.shape[0], b.shape[0], dtype=torch.int64, device=a.device)
-    for start in range(0, a.shape[1], _CHUNK_PIXELS):
-        part_a = a[:, start : start + _CHUNK_PIXELS].float()
-        part_b = b[:, start : start + _CHUNK_PIXELS].float()
-        intersections += (part_a @ part_b.T).round().long()
-    areas_a = a.sum(1, dtype=torch.int64)
-    areas_b = b.sum(1, dtype=torch.int64)
-    unions = areas_a[:, None] + areas_b[None, :] - intersections
-    return torch.where(unions > 0, intersections.double() / unions.clamp(min=1), 0.0).float()
+__all__ = ["MaskMatch", "match_masks", "rewrite_relations"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +68,7 @@ def match_masks(
     gt_to_sam = np.full(m, -1, dtype=np.int64)
     if n == 0 or m == 0:
         return MaskMatch(sam_to_gt, gt_to_sam, np.zeros((n, m), dtype=np.float32))
-    iou = mask_ious(sam_masks, gt_masks).cpu().numpy()
+    iou = mask_ious(sam_masks, gt_masks).float().cpu().numpy()
     best_gt = iou.argmax(axis=1)  # argmax: the first index among ties
     best_sam = iou.argmax(axis=0)
     sam_ok = iou[np.arange(n), best_gt] > sam_to_gt_iou
