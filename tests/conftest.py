@@ -1,25 +1,55 @@
-"""Shared fixtures: the photographs in ../shared/images and tiny random models built on the fly."""
+"""Shared fixtures: the photographs in tests/data and tiny random models built on the fly.
+
+Markers (one hook below handles both):
+- `slow`: long runs (learning, kill and resume, full-size parity, the browser); deselected by
+  default, run with `python -m pytest -m slow` (CI runs both).
+- `gpu`: needs CUDA; skipped, saying so, where there is none.
+"""
 
 import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-# ../shared beside the checkout; RELATE_ANYTHING_SHARED points elsewhere (e.g. a copy carried to a
-# GPU machine).
-SHARED = Path(os.environ.get("RELATE_ANYTHING_SHARED", REPO.parent / "shared"))
-SHARED_IMAGES = SHARED / "images"
+from relate_anything.settings import SegmentSettings
+
+TESTS = Path(__file__).resolve().parent
+DATA = TESTS / "data"
+IMAGES = DATA / "images"
+#: The published RAM head checkpoint's keys and shapes.
+RAM_LAYOUT_FILE = DATA / "ram_checkpoint_layout.txt"
 
 # Tests never reach the hub: a missing model must fail fast with our own message.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# Settings for random weights: they predict IoU ~0.08, so SAM's default thresholds would keep no
+# mask, and their masks cover most of the photo, so box NMS would keep one. Duplicate removal
+# stays on.
+RANDOM_WEIGHT_SETTINGS = SegmentSettings(
+    points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0
+)
+#: The same as `relate-anything` flags.
+RANDOM_WEIGHT_FLAGS = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
+                       "--box-nms-thresh", "1"]  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip `gpu` tests without CUDA (with the reason); `slow` ones are chosen by `-m`."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    no_cuda = pytest.mark.skip(reason="needs CUDA (a GPU machine: python -m pytest -m gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(no_cuda)
+
 
 @pytest.fixture(scope="session")
 def images_dir() -> Path:
-    if not SHARED_IMAGES.is_dir():
-        pytest.skip(f"shared test photographs not found at {SHARED_IMAGES}")
-    return SHARED_IMAGES
+    if not (IMAGES / "dog.jpg").is_file():
+        raise FileNotFoundError(f"the test photographs are missing from {IMAGES}: the repository is incomplete")
+    return IMAGES
 
 
 @pytest.fixture(scope="session")
@@ -57,16 +87,6 @@ def tiny_ram_pth(tmp_path_factory) -> Path:
         hidden_size=128, num_heads=2, intermediate_size=64, vocab_size=10, max_position_embeddings=4
     )
     return write_published_pth(tmp_path_factory.mktemp("tiny_ram") / "ram_epoch12.pth", random_state_dict(config))
-
-
-# Thresholds for random weights: they predict IoU ~0.08, so SAM's defaults would keep no mask, and
-# their masks cover most of the photo, so box NMS would keep one. Duplicate removal stays on.
-RANDOM_WEIGHT_OPTIONS = {
-    "points_per_side": 4,
-    "pred_iou_thresh": 0.0,
-    "stability_score_thresh": 0.0,
-    "box_nms_thresh": 1.0,
-}
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,12 @@ import sys
 import threading
 import time
 import zlib
+from dataclasses import replace
 
 import pytest
 from PIL import Image
 
-from conftest import RANDOM_WEIGHT_OPTIONS
+from conftest import RANDOM_WEIGHT_FLAGS, RANDOM_WEIGHT_SETTINGS
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -23,18 +24,17 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from relate_anything import RelateAnything, SceneGraph  # noqa: E402
 from relate_anything.serving.api import SceneGraphOut, create_app  # noqa: E402
-from relate_anything.serving.worker import SegmenterSettings  # noqa: E402
 
 MAX_UPLOAD_BYTES = 1 << 20
 MAX_PIXELS = 2_000_000
 TOP_K = 10
 # A coarser grid than the other tests': every request runs the pipeline, on 2 shared CPU cores.
-OPTIONS = {**RANDOM_WEIGHT_OPTIONS, "points_per_side": 2}
+SETTINGS = replace(RANDOM_WEIGHT_SETTINGS, points_per_side=2)
 
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_sam, tiny_ram_pth):
-    return RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, top_k=TOP_K, **OPTIONS)
+    return RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, top_k=TOP_K, settings=SETTINGS)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_scene_graph_of_a_photo(client, pipeline, dog_jpg):
     data = response.json()
     SceneGraphOut.model_validate(data)  # the documented schema
     graph = SceneGraph.from_dict(data)
-    assert (graph.width, graph.height, graph.file) == (800, 534, "dog.jpg")
+    assert (graph.width, graph.height, graph.file) == (640, 427, "dog.jpg")
     assert 0 < len(graph.relations) <= 5 and graph.features() is None
     # The same graph as the pipeline called directly (the worker is idle now).
     assert data == pipeline(dog_jpg, top_k=5).to_dict(features=False)
@@ -95,20 +95,40 @@ def test_point_prompt_and_features(client, images_dir):
     assert all(len(s["feature"]) == 256 for s in data["segments"])
 
 
-def test_segmenter_settings_per_request_are_applied_and_restored(client, pipeline, dog_jpg):
+def test_segment_settings_per_request_go_with_the_request(client, pipeline, dog_jpg):
     strict = _post(client, dog_jpg, fields={"pred_iou_thresh": "1", "points_per_side": "1"})
     default = _post(client, dog_jpg)
     assert strict.status_code == 200 and default.status_code == 200
-    # The server's own settings are back after the request...
-    assert SegmenterSettings.of(pipeline.segmenter) == SegmenterSettings(2, 0.0, 0.0)
+    # The server's settings are untouched...
+    assert pipeline.settings == SETTINGS and pipeline.segmenter.settings == SETTINGS
     # ... and the request got what the pipeline gives with its settings (the worker is idle now).
-    pipeline.segmenter.pred_iou_thresh, pipeline.segmenter.points_per_side = 1.0, 1
-    try:
-        expected = pipeline(dog_jpg, file="dog.jpg").to_dict(features=False)
-    finally:
-        pipeline.segmenter.pred_iou_thresh, pipeline.segmenter.points_per_side = 0.0, 2
-    assert strict.json() == expected
+    strict_settings = replace(SETTINGS, pred_iou_thresh=1.0, points_per_side=1)
+    assert strict.json() == pipeline(dog_jpg, settings=strict_settings).to_dict(features=False)
     assert len(strict.json()["segments"]) != len(default.json()["segments"])
+
+
+def test_response_model_matches_the_scene_graph_json_field_for_field(dog_jpg):
+    """The API documents `SceneGraph.to_dict`: every field of a graph with every optional part
+    (image id, labels, PSG categories, features) round-trips through the response model."""
+    import numpy as np
+
+    masks = np.zeros((2, 6, 8), dtype=bool)
+    masks[0, 1:3, 1:4] = masks[1, 3:, 4:] = True
+    graph = SceneGraph.from_masks(
+        masks, [0.9, 0.8], features=np.ones((2, 4), np.float32), labels=["dog", "sand"], label_scores=[0.5, 0.4],
+        category_ids=[16, None], file="dog.jpg",
+    )  # fmt: skip
+    graph = replace(graph, image_id="42", relations=[])
+    graph = graph.with_relations([pipeline_relation(graph)])
+    data = graph.to_dict()
+    model = SceneGraphOut.model_validate(data)
+    assert model.model_dump(by_alias=True, exclude_unset=True) == data
+
+
+def pipeline_relation(graph):
+    from relate_anything.scene_graph import Relation
+
+    return Relation(subject=0, predicate=graph.predicates[3], predicate_id=3, object=1, score=0.5)
 
 
 def test_upload_name_loses_its_folders(client, dog_jpg):
@@ -157,6 +177,8 @@ def test_openapi_names_the_fields_like_the_cli(client):
         "pred_iou_thresh",
         "stability_score_thresh",
         "vocab",
+        "multimask",
+        "features",
     } <= set(properties)
     assert {"200", "400", "413", "415", "422", "503", "504"} <= set(operation["responses"])
     assert "/healthz" in schema["paths"]
@@ -208,7 +230,7 @@ def test_too_many_pixels_is_refused_from_the_header(client, tmp_path, width, hei
 
 def test_corrupt_image(client, dog_jpg):
     response = _post(client, dog_jpg, name="broken.jpg", content=dog_jpg.read_bytes()[:3000])
-    assert response.status_code == 400 and "cannot be decoded" in response.json()["detail"]
+    assert response.status_code == 400 and "cannot read image" in response.json()["detail"]
 
 
 def test_text_file_is_not_an_image(client, tmp_path):
@@ -229,9 +251,9 @@ def test_missing_image_field(client):
         ({"point": "abc"}, "point: expected 2 comma-separated numbers"),
         ({"point": "1,2,3"}, "point: expected 2"),
         ({"point": "nan,3"}, "point: expected 2"),
-        ({"point": "900,10"}, "outside the 800x534 image"),
+        ({"point": "700,10"}, "outside the 640x427 image"),
         ({"box": "10,10,5,50"}, "must satisfy"),
-        ({"box": "0,0,900,100"}, "must satisfy"),
+        ({"box": "0,0,700,100"}, "must satisfy"),
         ({"top_k": "0"}, None),
         ({"points_per_side": "1000"}, None),
         ({"pred_iou_thresh": "1.5"}, None),
@@ -361,9 +383,15 @@ def test_requests_that_arrive_together_share_one_batch(pipeline, images_dir, mon
         try:
             first = _in_thread(_post, client, images_dir / "dog_running.jpg")
             _wait_until(lambda: worker.running == 1)
-            # While the first runs: three plain requests, one prompted, one with its own settings.
-            together = [_in_thread(_post, client, images_dir / name, fields={"top_k": "6"}) for name in photos]
+            # While the first runs: three plain requests, one prompted, one with its own settings,
+            # each queued before the next is sent (the worker groups them in order of arrival).
+            together, sent = [], 0
+            for name in photos:
+                together.append(_in_thread(_post, client, images_dir / name, fields={"top_k": "6"}))
+                sent += 1
+                _wait_until(lambda: worker.waiting == sent)
             prompted = _in_thread(_post, client, images_dir / "dog.jpg", fields={"point": "400,300", "top_k": "6"})
+            _wait_until(lambda: worker.waiting == 4)
             coarse = _in_thread(_post, client, images_dir / "dog.jpg", fields={"points_per_side": "1", "top_k": "6"})
             _wait_until(lambda: worker.waiting == 5)
         finally:
@@ -377,7 +405,7 @@ def test_requests_that_arrive_together_share_one_batch(pipeline, images_dir, mon
         width, height = Image.open(images_dir / name).size
         assert response.json()["image"] == {"width": width, "height": height, "file": name}
     assert {r["subject"] for r in responses[4].json()["relations"]} == {0}
-    assert SegmenterSettings.of(pipeline.segmenter).points_per_side == OPTIONS["points_per_side"]
+    assert pipeline.settings == SETTINGS
 
 
 @pytest.mark.gpu
@@ -385,7 +413,9 @@ def test_requests_on_cuda_are_batched(tiny_sam, tiny_ram_pth, images_dir):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    pipeline = RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, device="cuda", top_k=TOP_K, **OPTIONS)
+    pipeline = RelateAnything.from_pretrained(
+        tiny_sam.folder, tiny_ram_pth, device="cuda", top_k=TOP_K, settings=SETTINGS
+    )
     batch = GatedBatch(pipeline.batch)
     pipeline.batch = batch
     photos = ["dog.jpg", "two_men_talking.jpg", "street_bus.jpg"]
@@ -471,16 +501,7 @@ def test_serve_command_answers_http(tiny_sam, tiny_ram_pth, dog_jpg):
     port = _free_port()
     command = [sys.executable, "-c", "from relate_anything.cli import main; main()", "serve", "--port", str(port)]
     command += ["--sam", str(tiny_sam.folder), "--ram", str(tiny_ram_pth), "--top-k", "3"]
-    command += [
-        "--points-per-side",
-        "4",
-        "--pred-iou-thresh",
-        "0",
-        "--stability-score-thresh",
-        "0",
-        "--box-nms-thresh",
-        "1",
-    ]
+    command += RANDOM_WEIGHT_FLAGS
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -538,7 +559,7 @@ def test_serve_without_the_serve_extra_says_what_to_install(monkeypatch):
     for module in ("uvicorn", "fastapi", "relate_anything.serving.api"):
         monkeypatch.setitem(sys.modules, module, None)  # as if not installed
     result = CliRunner().invoke(app, ["serve"])
-    assert result.exit_code == 1 and "pip install 'relate-anything[serve]'" in result.output
+    assert result.exit_code == 2 and "pip install 'relate-anything[serve]'" in result.output
 
 
 def test_serve_without_weights_is_one_clear_message(tmp_path):

@@ -21,7 +21,6 @@ from relate_anything.batch import (
     ErrorLog,
     InputError,
     InputItem,
-    PipelineSpec,
     ShardWriter,
     finished_files,
     list_inputs,
@@ -34,11 +33,13 @@ from relate_anything.batch import (
 from relate_anything.cli import app
 from relate_anything.errors import ImageError
 from relate_anything.image_io import load_image
+from relate_anything.pipeline import PipelineSpec
+from relate_anything.settings import SegmentSettings
 
 runner = CliRunner()
 
 # Few points and no score filters: random weights keep a handful of masks, quickly.
-SEGMENTER_OPTIONS = {"points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+SETTINGS = SegmentSettings(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
 
 
 def _model_args(small_sam, tiny_ram_pth):
@@ -140,7 +141,7 @@ def test_batch_command_refuses_bad_input_before_loading_models(tmp_path, extra, 
         app,
         ["batch", str(tmp_path / "missing"), "--out", str(tmp_path / "out"), "--sam", str(tmp_path / "no-sam"), *extra],
     )
-    assert result.exit_code == 1 and message in result.output and "SAM weights" not in result.output
+    assert result.exit_code == 2 and message in result.output and "SAM weights" not in result.output
 
 
 @pytest.fixture
@@ -251,14 +252,14 @@ def test_batch_command_end_to_end(tmp_path, small_sam, tiny_ram_pth, dog_jpg):
     ]
 
     result = runner.invoke(app, command)
-    assert result.exit_code == 2, result.output  # one image failed
+    assert result.exit_code == 4, result.output  # one image failed
     assert "7 images: 6 done (6 in this run), 1 failed" in result.output
     assert _output_counts(out) == collections.Counter(names)
     [error] = read_errors(out)
     assert error["file"] == "broken.jpg" and "cannot read image" in error["reason"]
 
     # Each graph is what the pipeline gives for that photo alone.
-    pipeline = RelateAnything.from_pretrained(small_sam, tiny_ram_pth, top_k=5, **SEGMENTER_OPTIONS)
+    pipeline = RelateAnything.from_pretrained(small_sam, tiny_ram_pth, top_k=5, settings=SETTINGS)
     graphs = {graph.file: graph for graph in read_scene_graphs(out)}
     for name in ("dog.jpg", "sub/p00.jpg"):
         _assert_same_graph(graphs[name], pipeline(load_image(photos / name), file=name))
@@ -267,12 +268,12 @@ def test_batch_command_end_to_end(tmp_path, small_sam, tiny_ram_pth, dog_jpg):
     # The same command again: nothing is redone.
     shards = {p: p.read_bytes() for p in shard_paths(out)}
     result = runner.invoke(app, command)
-    assert result.exit_code == 2 and "6 done (0 in this run), 1 failed" in result.output
+    assert result.exit_code == 4 and "6 done (0 in this run), 1 failed" in result.output
     assert {p: p.read_bytes() for p in shard_paths(out)} == shards
 
     # Other settings into the same folder are refused; fixing the bad file and retrying clears the failure.
     result = runner.invoke(app, [*command, "--top-k", "7"])
-    assert result.exit_code == 1 and "top_k: 5 before, 7 now" in result.output
+    assert result.exit_code == 2 and "top_k: 5 before, 7 now" in result.output
     (photos / "broken.jpg").write_bytes((photos / "p01.jpg").read_bytes())
     result = runner.invoke(app, [*command, "--retry-errors"])
     assert result.exit_code == 0, result.output
@@ -283,13 +284,13 @@ def test_batch_command_end_to_end(tmp_path, small_sam, tiny_ram_pth, dog_jpg):
 def test_a_failing_image_does_not_spoil_its_batch(tmp_path, small_sam, tiny_ram_pth):
     """An error inside the pipeline (not decoding) fails that image only, with the reason (Parquet output)."""
     names = _photos(tmp_path / "photos", 3, broken=False)
-    pipeline = RelateAnything.from_pretrained(small_sam, tiny_ram_pth, top_k=5, **SEGMENTER_OPTIONS)
+    pipeline = RelateAnything.from_pretrained(small_sam, tiny_ram_pth, top_k=5, settings=SETTINGS)
     relate_one = pipeline._graph
 
-    def fail_on_the_widest(pixels, **options):
+    def fail_on_the_widest(pixels, *args, **options):
         if pixels.shape[1] == 58:  # p02.jpg
             raise ValueError("this photo upsets the model")
-        return relate_one(pixels, **options)
+        return relate_one(pixels, *args, **options)
 
     pipeline._graph = fail_on_the_widest
     pytest.importorskip("pyarrow")
@@ -300,7 +301,6 @@ def test_a_failing_image_does_not_spoil_its_batch(tmp_path, small_sam, tiny_ram_
         PipelineSpec(),
         batch_size=3,
         output_format="parquet",
-        progress=False,
         pipeline=pipeline,
     )
     assert (summary.done, summary.failed) == (2, 1)
@@ -375,7 +375,7 @@ def test_sigkill_mid_run_then_resume_gives_every_image_exactly_once(tmp_path, sm
     assert not list(out.glob("*.tmp"))
     graphs_before = sum(done_before.values()) - done_before["broken.jpg"]
     assert f"{len(names) - 1} done ({len(names) - 1 - graphs_before} in this run)" in finished.stderr
-    pipeline = RelateAnything.from_pretrained(small_sam, tiny_ram_pth, top_k=5, **SEGMENTER_OPTIONS)
+    pipeline = RelateAnything.from_pretrained(small_sam, tiny_ram_pth, top_k=5, settings=SETTINGS)
     for graph in read_scene_graphs(out):
         _assert_same_graph(graph, pipeline(load_image(tmp_path / "photos" / graph.file), file=graph.file))
 
@@ -389,10 +389,10 @@ def test_ray_local_cluster_writes_the_same_output(tmp_path, small_sam, tiny_ram_
         ["batch", str(tmp_path / "photos"), "--out", str(out), "--ray", "local", "--workers", "2", "--batch-size", "2", "--shard-size", "2",
          *_model_args(small_sam, tiny_ram_pth)],
     )  # fmt: skip
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 4, result.output  # broken.jpg failed
     assert _output_counts(out) == collections.Counter(names)
     assert [r["file"] for r in read_errors(out)] == ["broken.jpg"]
-    pipeline = RelateAnything.from_pretrained(small_sam, tiny_ram_pth, top_k=5, **SEGMENTER_OPTIONS)
+    pipeline = RelateAnything.from_pretrained(small_sam, tiny_ram_pth, top_k=5, settings=SETTINGS)
     for graph in read_scene_graphs(out):
         _assert_same_graph(graph, pipeline(load_image(tmp_path / "photos" / graph.file), file=graph.file))
 
@@ -419,6 +419,6 @@ def test_batch_on_every_gpu(tmp_path, small_sam, tiny_ram_pth):
             *_model_args(small_sam, tiny_ram_pth),
         ],
     )
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 4, result.output  # broken.jpg failed
     assert _output_counts(out) == collections.Counter(names)
     assert [r["file"] for r in read_errors(out)] == ["broken.jpg"]

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import RANDOM_WEIGHT_OPTIONS
+from conftest import RANDOM_WEIGHT_FLAGS
 from relate_anything import SceneGraph
 from relate_anything.cli import app
 
@@ -17,10 +17,7 @@ runner = CliRunner()
 
 
 def _model_args(tiny_sam, tiny_ram_pth, sam=None):
-    args = ["--sam", str(sam or tiny_sam.original_pth), "--ram", str(tiny_ram_pth)]
-    args += ["--points-per-side", str(RANDOM_WEIGHT_OPTIONS["points_per_side"])]
-    args += ["--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--box-nms-thresh", "1"]
-    return args
+    return ["--sam", str(sam or tiny_sam.original_pth), "--ram", str(tiny_ram_pth), *RANDOM_WEIGHT_FLAGS]
 
 
 def test_run_writes_json_and_png_per_image(tmp_path, images_dir, tiny_sam, tiny_ram_pth):
@@ -61,17 +58,17 @@ def test_run_with_point_and_features(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth):
 def test_run_in_bfloat16(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, monkeypatch):
     import torch
 
-    from relate_anything.pipeline import RelateAnything
+    from relate_anything.pipeline import PipelineSpec
 
     dtypes = []
-    load = RelateAnything.from_pretrained.__func__
+    build = PipelineSpec.build
 
-    def recording(cls, *args, **kwargs):
-        pipeline = load(cls, *args, **kwargs)
+    def recording(spec, *args, **kwargs):
+        pipeline = build(spec, *args, **kwargs)
         dtypes.append(pipeline.segmenter.model.dtype)
         return pipeline
 
-    monkeypatch.setattr(RelateAnything, "from_pretrained", classmethod(recording))
+    monkeypatch.setattr(PipelineSpec, "build", recording)
     result = runner.invoke(
         app, ["run", str(dog_jpg), "--out", str(tmp_path), "--dtype", "bf16", *_model_args(tiny_sam, tiny_ram_pth)]
     )
@@ -84,8 +81,8 @@ def test_unknown_dtype_is_one_clear_message(tmp_path, dog_jpg, tiny_sam, tiny_ra
     result = runner.invoke(
         app, ["run", str(dog_jpg), "--out", str(tmp_path), "--dtype", "int8", *_model_args(tiny_sam, tiny_ram_pth)]
     )
-    assert result.exit_code == 1
-    assert "--dtype must be float32, bfloat16 or float16, got 'int8'" in result.output
+    assert result.exit_code == 2
+    assert "dtype must be float32, bfloat16 or float16 (or fp32, bf16, fp16), got 'int8'" in result.output
 
 
 def test_unreadable_image_is_reported_and_others_still_run(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth):
@@ -95,7 +92,7 @@ def test_unreadable_image_is_reported_and_others_still_run(tmp_path, dog_jpg, ti
     result = runner.invoke(
         app, ["run", str(broken), str(dog_jpg), "--out", str(out), *_model_args(tiny_sam, tiny_ram_pth)]
     )
-    assert result.exit_code == 2
+    assert result.exit_code == 4  # some inputs failed
     assert "broken.jpg: cannot read image" in result.output
     assert (out / "dog.json").exists() and not (out / "broken.json").exists()
 
@@ -168,15 +165,35 @@ def test_sam_file_given_as_ram_head_is_reported(tmp_path, dog_jpg, tiny_sam):
 
 
 def test_cuda_requested_without_cuda(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth):
-    pytest.importorskip("torch")
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     done = _cli("run", str(dog_jpg), "--device", "cuda", "--sam", str(tiny_sam.folder), "--ram", str(tiny_ram_pth))
-    assert done.returncode == 1 and "CUDA is not available" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "CUDA is not available" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_missing_image_is_refused_before_models_load(tmp_path):
     result = runner.invoke(app, ["run", str(tmp_path / "nothing.jpg"), "--sam", str(tmp_path / "no-sam")])
     assert result.exit_code == 2 and "does not exist" in result.output and "SAM weights" not in result.output
+
+
+def test_settings_flags_are_generated_from_the_dataclass():
+    """Every SegmentSettings field is a flag of every command that segments, with its default."""
+    from dataclasses import fields
+
+    from relate_anything.settings import SegmentSettings
+
+    for command in ("run", "batch", "serve", "ui", "collect"):
+        output = runner.invoke(app, [command, "--help"], terminal_width=200).output
+        for field in fields(SegmentSettings):
+            assert f"--{field.name.replace('_', '-')}" in output, (command, field.name)
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [("--pred-iou-thresh", "2", "0.0<=x<=1.0"), ("--points-per-side", "0", "x>=1"), ("--top-k", "0", "x>=1")],
+)
+def test_out_of_range_settings_are_refused_before_models_load(tmp_path, dog_jpg, flag, value, message):
+    result = runner.invoke(app, ["run", str(dog_jpg), flag, value, "--sam", str(tmp_path / "no-sam")])
+    assert result.exit_code == 2 and message in result.output and "SAM weights" not in result.output

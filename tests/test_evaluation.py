@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
@@ -12,15 +13,14 @@ from relate_anything import psg
 from relate_anything.evaluation import (
     EvaluationError,
     evaluate,
-    mask_iou,
-    mask_iou_dense,
     pair_predictions,
     panoptic_quality,
     predcls_graph,
     triplet_recall,
 )
 from relate_anything.evaluation.cli import evaluate_command
-from relate_anything.evaluation.masks import coco_rles, hidden_parts, intersection_areas, visible_intersections
+from relate_anything.evaluation.masks import hidden_parts, visible_intersections
+from relate_anything.masks import coco_rles, mask_ious, rle_intersections, rle_ious
 from relate_anything.scene_graph import Relation, SceneGraph, encode_masks
 
 PREDICATES = psg.predicates()
@@ -88,7 +88,7 @@ def test_subject_iou_threshold(overlap, hit):
     gt = gt_graph(relations=[(0, "riding", 1)])
     prediction = graph([first_pixels(PERSON, overlap), HORSE], ["person", "horse"], [(0, "riding", 1)])
     assert (
-        mask_iou(*[coco_rles(encode_masks(m[None])) for m in (first_pixels(PERSON, overlap), PERSON)])[0, 0]
+        rle_ious(*[coco_rles(encode_masks(m[None])) for m in (first_pixels(PERSON, overlap), PERSON)])[0, 0]
         == overlap / 100
     )
     assert sgdet([prediction], [gt])["R@20"] == (1.0 if hit else 0.0)
@@ -343,10 +343,10 @@ def test_vectorised_iou_equals_a_loop():
             union = np.logical_or(m, n).sum()
             loop[i, j] = np.logical_and(m, n).sum() / union if union else 0.0
     rle_a, rle_b = coco_rles(encode_masks(a)), coco_rles(encode_masks(b))
-    np.testing.assert_allclose(mask_iou(rle_a, rle_b), loop, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(mask_iou_dense(a, b), loop, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(rle_ious(rle_a, rle_b), loop, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mask_ious(torch.from_numpy(a), torch.from_numpy(b)).numpy(), loop, rtol=0, atol=1e-12)
     expected_inter = (a[:, None] & b[None]).sum((2, 3))
-    np.testing.assert_array_equal(intersection_areas(rle_a, rle_b), expected_inter)
+    np.testing.assert_array_equal(rle_intersections(rle_a, rle_b), expected_inter)
 
 
 def test_painted_intersections_equal_a_dense_painting():
@@ -413,7 +413,8 @@ def test_cli_error_is_a_message_not_a_traceback(tmp_path):
 
 
 def test_cli_reads_psg_format(tmp_path):
-    datasets = pytest.importorskip("relate_anything.datasets")
+    from relate_anything import datasets
+
     gts = [gt_graph(file=f"images/{n}.jpg", image_id=n) for n in ("7", "8")]
     gt_json = datasets.write_psg(gts, tmp_path / "gt", test_image_ids=["7", "8"])
     pred_json = datasets.write_psg(
@@ -454,7 +455,7 @@ def test_category_ids_match_readable_labels():
 
 
 def test_areas_of_more_than_255_masks():
-    from relate_anything.evaluation.masks import areas
+    from relate_anything.masks import rle_areas as areas
 
     masks = np.zeros((300, 6, 5), dtype=bool)
     for i in range(300):

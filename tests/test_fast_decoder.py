@@ -18,6 +18,7 @@ from PIL import Image
 from relate_anything.sam import Segmenter, capture_mask_tokens, load_sam
 from relate_anything.sam.fast_decoder import FastMaskDecoder
 from relate_anything.sam.ops import build_point_grid
+from relate_anything.settings import SegmentSettings
 from sam_factory import SamFiles
 
 TOLERANCE = 1e-5  # float32: only the order of the sums differs
@@ -107,12 +108,12 @@ def test_decode_above_equals_filtering_the_full_decode(segmenter: Segmenter) -> 
 
 @pytest.mark.parametrize("options", [{"pred_iou_thresh": 0.0}, {"pred_iou_thresh": 0.1}], ids=["all", "iou_filtered"])
 def test_segment_everything_is_the_same_with_either_decoder(segmenter: Segmenter, options: dict) -> None:
-    settings = {"points_per_side": GRID, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0, **options}
+    settings = SegmentSettings(points_per_side=GRID, stability_score_thresh=0.0, box_nms_thresh=1.0, **options)
     results = {}
     for decoder in ("transformers", "fast"):
-        other = Segmenter(segmenter.model, decoder=decoder, **settings)
+        other = Segmenter(segmenter.model, decoder=decoder)
         other.set_embedding(segmenter._image)
-        results[decoder] = other.segment_everything()
+        results[decoder] = other.segment_everything(settings=settings)
     slow, fast = results["transformers"], results["fast"]
     assert 0 < len(fast) == len(slow)
     if options["pred_iou_thresh"] > 0:

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import RANDOM_WEIGHT_OPTIONS
+from conftest import RANDOM_WEIGHT_SETTINGS
 from relate_anything import RelateAnything
 from relate_anything.sam import Segmenter, load_sam
 from relate_anything.sam.ops import build_point_grid
@@ -40,7 +40,7 @@ def photo(dog_jpg) -> np.ndarray:
 def test_pipeline_on_cuda_matches_cpu(tiny_sam, tiny_ram_pth, dog_jpg, decoder):
     graphs = {
         device: RelateAnything.from_pretrained(
-            tiny_sam.original_pth, tiny_ram_pth, device=device, decoder=decoder, **RANDOM_WEIGHT_OPTIONS
+            tiny_sam.original_pth, tiny_ram_pth, device=device, decoder=decoder, settings=RANDOM_WEIGHT_SETTINGS
         )(dog_jpg)
         for device in ("cpu", "cuda")
     }
@@ -99,7 +99,7 @@ def test_fast_decoder_on_cuda_matches_transformers_on_cuda(tiny_sam, photo):
 
 def test_bfloat16_pipeline_runs_on_cuda(tiny_sam, tiny_ram_pth, dog_jpg):
     pipeline = RelateAnything.from_pretrained(
-        tiny_sam.original_pth, tiny_ram_pth, device="cuda", dtype=torch.bfloat16, **RANDOM_WEIGHT_OPTIONS
+        tiny_sam.original_pth, tiny_ram_pth, device="cuda", dtype=torch.bfloat16, settings=RANDOM_WEIGHT_SETTINGS
     )
     graph = pipeline(dog_jpg)
     assert len(graph.segments) >= 2 and graph.relations

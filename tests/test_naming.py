@@ -401,28 +401,24 @@ def test_detect_rejects_bad_inputs(detector, photo):
         detector.detect(photo.astype(float), ["dog"])
 
 
-def test_segments_from_detections_prompt_sam_with_the_boxes(tiny_sam, photo):
-    from relate_anything.naming import Detection, segments_from_detections
-    from relate_anything.sam import Segmenter
+def test_detections_are_boxes_the_pipeline_gives_sam(tiny_sam, tiny_ram_pth, tiny_owlv2_folder, photo):
+    """The detector returns boxes only; the pipeline prompts SAM with them (one decoder pass),
+    and the found segments come first, named by the phrase with the detector's score."""
+    from relate_anything import RelateAnything
+    from relate_anything.naming import Detector
 
-    segmenter = Segmenter.from_pretrained(tiny_sam.folder)
-    segmenter.set_image(photo)
-    detections = [Detection((5.0, 5.0, 30.0, 20.0), "a dog", 0.8), Detection((40.0, 10.0, 60.0, 40.0), "a stick", 0.3)]
-    detected = segments_from_detections(segmenter, detections)
-    assert len(detected.result) == 2 and detected.result.masks.shape == (2, 40, 60)
-    assert detected.result.features.shape == (2, 256)
-    assert detected.labels == ["a dog", "a stick"] and detected.label_scores == [0.8, 0.3]
-    expected = segmenter.segment_prompts(boxes=[d.box for d in detections])
-    assert torch.equal(detected.result.masks, expected.masks)
-    graph = SceneGraph.from_masks(
-        detected.result.masks,
-        detected.result.iou_predictions,
-        labels=detected.labels,
-        label_scores=detected.label_scores,
-    )
-    assert [s.label for s in graph.segments] == ["a dog", "a stick"]
-    empty = segments_from_detections(segmenter, [])
-    assert len(empty.result) == 0 and empty.result.image_size == (40, 60) and empty.labels == []
+    pipeline = RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, detector=str(tiny_owlv2_folder))
+    assert isinstance(pipeline.detector, Detector)
+    found = pipeline.detector.detect(photo, ["a dog"])
+    assert found  # random OWLv2 weights score some boxes above the default threshold
+    graph = pipeline(photo, find="a dog", top_k=3)
+    pipeline.segmenter.set_image(photo)
+    expected = pipeline.segmenter.segment_prompts(boxes=[d.box for d in found])
+    for k, detection in enumerate(found):
+        segment = graph.segments[k]
+        assert (segment.label, segment.label_score) == (detection.phrase, detection.score)
+        assert np.array_equal(segment.decode(), expected.masks[k].numpy())
+        np.testing.assert_array_equal(segment.feature, expected.features[k].numpy())
 
 
 # -- relation queries -----------------------------------------------------------------------------

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import RANDOM_WEIGHT_OPTIONS
+from conftest import RANDOM_WEIGHT_SETTINGS
 from relate_anything import RelateAnything, RelateAnythingError, SceneGraph, psg
 from relate_anything.image_io import load_image
 
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_sam, tiny_ram_pth):
-    return RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, top_k=15, **RANDOM_WEIGHT_OPTIONS)
+    return RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, top_k=15, settings=RANDOM_WEIGHT_SETTINGS)
 
 
 def _check_relations(graph: SceneGraph, top_k: int):
@@ -27,7 +27,7 @@ def _check_relations(graph: SceneGraph, top_k: int):
 
 def test_relate_anything(pipeline, dog_jpg):
     graph = pipeline(dog_jpg)
-    assert (graph.width, graph.height, graph.file) == (800, 534, "dog.jpg")
+    assert (graph.width, graph.height, graph.file) == (640, 427, "dog.jpg")
     assert len(graph.segments) >= 2
     assert graph.features().shape == (len(graph.segments), 256)
     _check_relations(graph, 15)
@@ -44,11 +44,11 @@ def test_relate_anything(pipeline, dog_jpg):
 def test_bfloat16_pipeline_runs_end_to_end(tiny_sam, tiny_ram_pth, dog_jpg):
     """SAM in bf16 (the GPU's fast path, here on the CPU): a whole graph, float32 features out."""
     pipeline = RelateAnything.from_pretrained(
-        tiny_sam.folder, tiny_ram_pth, dtype=torch.bfloat16, top_k=15, **RANDOM_WEIGHT_OPTIONS
+        tiny_sam.folder, tiny_ram_pth, dtype=torch.bfloat16, top_k=15, settings=RANDOM_WEIGHT_SETTINGS
     )
     graph = pipeline(dog_jpg)
     assert pipeline.segmenter.model.dtype == torch.bfloat16
-    assert len(graph.segments) >= 2 and graph.masks().shape == (len(graph.segments), 534, 800)
+    assert len(graph.segments) >= 2 and graph.masks().shape == (len(graph.segments), 427, 640)
     features = graph.features()
     assert features.dtype == np.float32 and np.isfinite(features).all()
     _check_relations(graph, 15)
@@ -61,22 +61,43 @@ def test_relate_me_with_a_point(pipeline, dog_jpg):
     assert {r.subject for r in graph.relations} == {0}
     # Segment 0 is the mask SAM gives for that point prompt.
     pipeline.segmenter.set_image(load_image(dog_jpg))
-    prompted = pipeline.segmenter.segment_prompts(points=torch.tensor([point]), point_labels=torch.tensor([1]))
+    prompted = pipeline.segmenter.segment_prompts(
+        points=torch.tensor([point]), point_labels=torch.tensor([1]), multimask_output=False
+    )
     assert np.array_equal(graph.segment(0).decode(), prompted.masks[0].cpu().numpy())
     # No other segment duplicates it.
     masks = graph.masks()
     inter = (masks[1:] & masks[0]).sum((1, 2))
     union = (masks[1:] | masks[0]).sum((1, 2))
-    assert np.all(inter / np.maximum(union, 1) < pipeline.segmenter.duplicate_iou_thresh)
+    assert np.all(inter / np.maximum(union, 1) < pipeline.settings.duplicate_iou_thresh)
+
+
+@pytest.mark.parametrize("prompt", [{"point": (400.0, 300.0)}, {"box": (100.0, 80.0, 500.0, 400.0)}])
+def test_the_subject_is_sams_single_mask_token_as_in_rams_demo(pipeline, dog_jpg, prompt):
+    """RAM's demo feeds the head the decoder's first mask token (multimask off); the best of the
+    three candidates is there behind multimask=True."""
+    pipeline.segmenter.set_image(load_image(dog_jpg))
+    points = None if "point" not in prompt else torch.tensor([[prompt["point"]]])
+    labels = None if points is None else torch.tensor([[1]])
+    boxes = None if "box" not in prompt else torch.tensor([prompt["box"]])
+    single = pipeline.segmenter.decode(points, labels, boxes, multimask_output=False)
+    multi = pipeline.segmenter.decode(points, labels, boxes, multimask_output=True)
+    graph = pipeline(dog_jpg, top_k=3, **prompt)
+    np.testing.assert_array_equal(graph.segment(0).feature, single.mask_tokens[0, 0].numpy())
+    assert graph.segment(0).score == pytest.approx(float(single.iou_predictions[0, 0]), abs=1e-6)
+    best = int(multi.iou_predictions[0].argmax())
+    chosen = pipeline(dog_jpg, top_k=3, multimask=True, **prompt)
+    np.testing.assert_array_equal(chosen.segment(0).feature, multi.mask_tokens[0, best].numpy())
+    assert not np.array_equal(graph.segment(0).feature, chosen.segment(0).feature)
 
 
 def test_relate_me_with_a_box(pipeline, images_dir):
-    graph = pipeline(images_dir / "two_dogs_stick.jpg", box=(100, 100, 600, 500), top_k=5)
+    graph = pipeline(images_dir / "two_dogs_stick.jpg", box=(60, 60, 360, 300), top_k=5)
     _check_relations(graph, 5)
     assert {r.subject for r in graph.relations} == {0}
 
 
-@pytest.mark.parametrize("prompt", [{"point": (900, 10)}, {"box": (10, 10, 5, 50)}, {"box": (0, 0, 900, 100)}])
+@pytest.mark.parametrize("prompt", [{"point": (700, 10)}, {"box": (10, 10, 5, 50)}, {"box": (0, 0, 700, 100)}])
 def test_prompt_outside_the_image(pipeline, dog_jpg, prompt):
     with pytest.raises(RelateAnythingError, match="outside|must satisfy"):
         pipeline(dog_jpg, **prompt)
@@ -89,7 +110,7 @@ def test_grayscale_array_input(pipeline):
 
 
 def test_relate_regions_keeps_the_given_segments(pipeline, dog_jpg):
-    height, width = 534, 800
+    height, width = 427, 640
     masks = np.zeros((3, height, width), dtype=bool)
     masks[0, 100:300, 100:300] = True
     masks[1, 50:120, 500:700] = True
@@ -161,3 +182,33 @@ def test_stream_reports_an_unreadable_photo(pipeline, images_dir, tmp_path):
         list(pipeline.stream([broken], batch_size=1))
     with pytest.raises(ValueError, match="batch_size"):
         list(pipeline.stream([broken], batch_size=0))
+
+
+def test_settings_per_call_leave_the_pipeline_as_it_was(pipeline, dog_jpg, tiny_sam, tiny_ram_pth):
+    coarse = replace(RANDOM_WEIGHT_SETTINGS, points_per_side=2)
+    graph = pipeline(dog_jpg, settings=coarse, top_k=5)
+    assert pipeline.settings == RANDOM_WEIGHT_SETTINGS and pipeline.segmenter.settings == RANDOM_WEIGHT_SETTINGS
+    # The same graph as a pipeline built with those settings.
+    built = RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, top_k=5, settings=coarse)
+    expected = built(dog_jpg)
+    assert [s.mask for s in graph.segments] == [s.mask for s in expected.segments]
+    assert graph.relations == expected.relations
+    default = pipeline(dog_jpg, top_k=5)
+    assert len(default.segments) > len(graph.segments)  # 4 x 4 grid points against 2 x 2
+
+
+def test_top_k_zero_keeps_no_relation_and_negative_is_an_error(pipeline, dog_jpg):
+    graph = pipeline(dog_jpg, top_k=0)
+    assert graph.relations == [] and graph.segments
+    with pytest.raises(RelateAnythingError, match="top_k"):
+        pipeline(dog_jpg, top_k=-1)
+    with pytest.raises(RelateAnythingError, match="top_k"):
+        RelateAnything(pipeline.segmenter, pipeline.relation_head, top_k=-3)
+
+
+def test_a_head_for_another_token_width_is_refused(pipeline):
+    from relate_anything.ram import RelationHead, RelationHeadConfig
+
+    head = RelationHead(RelationHeadConfig(feature_dim=32, hidden_size=64, num_heads=2, intermediate_size=32))
+    with pytest.raises(RelateAnythingError, match="32-d features but the segmenter .* gives 256-d"):
+        RelateAnything(pipeline.segmenter, head)

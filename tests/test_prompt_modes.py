@@ -4,10 +4,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import RANDOM_WEIGHT_OPTIONS
+from conftest import RANDOM_WEIGHT_FLAGS, RANDOM_WEIGHT_SETTINGS
 from relate_anything import RelateAnything, RelateAnythingError
 from relate_anything.cli import app
 from relate_anything.image_io import load_image
@@ -19,7 +20,7 @@ VOCABULARY = Vocabulary.from_names(["dog", "stick", "sand"])
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_sam, tiny_ram_pth):
-    return RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, top_k=10, **RANDOM_WEIGHT_OPTIONS)
+    return RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, top_k=10, settings=RANDOM_WEIGHT_SETTINGS)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,9 @@ def dog(dog_jpg):
 
 
 def _with(pipeline, **stages):
-    return RelateAnything(pipeline.segmenter, pipeline.relation_head, top_k=pipeline.top_k, **stages)
+    return RelateAnything(
+        pipeline.segmenter, pipeline.relation_head, settings=pipeline.settings, top_k=pipeline.top_k, **stages
+    )
 
 
 def test_labeler_names_every_segment(pipeline, labeler, dog):
@@ -45,12 +48,25 @@ def test_labeler_names_every_segment(pipeline, labeler, dog):
 
 
 def test_find_by_text_makes_the_best_match_the_subject(pipeline, labeler, dog):
-    graph = _with(pipeline, labeler=labeler, vocabulary=VOCABULARY)(dog, find="dog")
+    graph = _with(pipeline, labeler=labeler)(dog, find="dog", vocabulary=VOCABULARY)
     assert {r.subject for r in graph.relations} == {0}
-    # Segment 0 is the one the labeler ranks first for the phrase among the automatic segments.
-    plain = _with(pipeline, labeler=labeler, vocabulary=VOCABULARY)(dog)
+    # Segment 0 is the one the labeler ranks first for the phrase among the automatic segments
+    # (found here from the graph's RLE masks; the pipeline reuses the crops it embedded to name).
+    plain = _with(pipeline, labeler=labeler)(dog, vocabulary=VOCABULARY)
     best, _ = find_segments(labeler, dog, plain, "dog")[0]
     assert np.array_equal(graph.segment(0).decode(), plain.segment(best).decode())
+    assert graph.segment(0).label == plain.segment(best).label
+
+
+def test_crops_are_embedded_once_for_naming_and_finding(pipeline, labeler, dog):
+    calls = []
+    handle = labeler.model.vision_model.register_forward_hook(lambda module, args, output: calls.append(1))
+    try:
+        graph = _with(pipeline, labeler=labeler)(dog, find="dog", vocabulary=VOCABULARY)
+    finally:
+        handle.remove()
+    passes = -(-len(graph.segments) // labeler.batch_size)  # ceil: one pass per chunk of crops
+    assert len(calls) == passes
 
 
 def test_find_with_a_detector_adds_its_boxes_as_segments(pipeline, tiny_owlv2_folder, dog):
@@ -72,29 +88,20 @@ def test_examples_join_the_graph_first(pipeline, tiny_seggpt_folder, dog):
     mask = np.zeros(dog.shape[:2], dtype=bool)
     mask[100:300, 200:500] = True
     examples = [(dog, mask)]
-    pipeline.segmenter.set_image(dog)
-    expected = example_segments(example_segmenter, dog, examples, pipeline.segmenter)
+    expected = example_segments(example_segmenter, dog, examples)
     graph = _with(pipeline, example_segmenter=example_segmenter)(dog, examples=examples)
     assert len(expected) > 0
+    # SegGPT's masks come first, each with SAM's mask token for a box prompt of its pixel edges.
+    pipeline.segmenter.set_image(dog)
+    edges = expected.boxes + torch.tensor([0, 0, 1, 1])
+    tokens = pipeline.segmenter.segment_prompts(boxes=edges).features
     for k in range(len(expected)):
         assert np.array_equal(graph.segment(k).decode(), expected.masks[k].cpu().numpy())
+        np.testing.assert_array_equal(graph.segment(k).feature, tokens[k].numpy())
 
 
 def _cli_models(tiny_sam, tiny_ram_pth):
-    return [
-        "--sam",
-        str(tiny_sam.folder),
-        "--ram",
-        str(tiny_ram_pth),
-        "--points-per-side",
-        "4",
-        "--pred-iou-thresh",
-        "0",
-        "--stability-score-thresh",
-        "0",
-        "--box-nms-thresh",
-        "1",
-    ]
+    return ["--sam", str(tiny_sam.folder), "--ram", str(tiny_ram_pth), *RANDOM_WEIGHT_FLAGS]
 
 
 def test_cli_vocab_and_query(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, tiny_clip_folder):
@@ -150,7 +157,7 @@ def test_cli_psg_vocabulary_sets_category_ids(tmp_path, dog_jpg, tiny_sam, tiny_
 
 
 def test_cli_example(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, tiny_seggpt_folder):
-    mask = np.zeros((534, 800), dtype=np.uint8)
+    mask = np.zeros((427, 640), dtype=np.uint8)
     mask[100:300, 200:500] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
     args = [
@@ -167,7 +174,7 @@ def test_cli_example(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, tiny_seggpt_fold
     assert (tmp_path / "out" / "dog.json").exists()
     Image.fromarray(mask[:100]).save(tmp_path / "small.png")
     result = CliRunner().invoke(app, [*args, "--example", str(dog_jpg), "--example-mask", str(tmp_path / "small.png")])
-    assert result.exit_code == 2 and "800x100" in result.output and "800x534" in result.output
+    assert result.exit_code == 2 and "640x100" in result.output and "640x427" in result.output
     result = CliRunner().invoke(app, [*args, "--example", str(dog_jpg)])
     assert result.exit_code == 2 and "one --example-mask for each --example" in result.output
 

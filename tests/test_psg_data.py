@@ -437,5 +437,5 @@ def test_cli_check_lists_problems(tiny):
 
 def test_cli_check_unreadable_dataset_is_one_message(tmp_path):
     result = runner.invoke(app, ["check", str(tmp_path)])
-    assert result.exit_code == PsgFormatError.exit_code
+    assert result.exit_code == 2  # usage: the dataset cannot be read
     assert "error:" in result.output and "no such file" in result.output and "Traceback" not in result.output

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from conftest import SHARED
+from conftest import RAM_LAYOUT_FILE
 from ram_factory import (
     LEGACY_POSITION_IDS_KEY,
     head_from,
@@ -24,7 +24,7 @@ from ram_factory import (
 from relate_anything.errors import CheckpointError
 from relate_anything.ram import RelationHead, RelationHeadConfig, infer_config, relate
 
-LAYOUT_FILE = SHARED / "psg" / "ram_checkpoint_layout.txt"
+LAYOUT_FILE = RAM_LAYOUT_FILE
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,11 @@ import torch
 from PIL import Image
 from transformers import SamModel
 
+from relate_anything import masks as masks_module
+from relate_anything.boxes import box_iou, masks_to_xyxy_inclusive
 from relate_anything.errors import CheckpointError
-from relate_anything.sam import SegmentationResult, Segmenter, capture_mask_tokens, load_sam, ops
+from relate_anything.masks import mask_areas, mask_intersections, mask_ious
+from relate_anything.sam import SegmentationResult, Segmenter, SegmentSettings, capture_mask_tokens, load_sam, ops
 from relate_anything.sam.checkpoint import config_from_original_state_dict, hf_to_original_key
 from relate_anything.sam.transforms import (
     apply_coords,
@@ -23,7 +27,7 @@ from relate_anything.sam.transforms import (
 from sam_factory import SamFiles, sam_config
 
 # Random weights predict IoU around 0 and unstable masks, so the score filters are off by default.
-NO_FILTERS = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+NO_FILTERS = SegmentSettings(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +42,14 @@ def image(dog_jpg: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def segmenter(files: SamFiles, image: np.ndarray) -> Segmenter:
-    segmenter = Segmenter.from_pretrained(files.original_pth, points_per_side=4, **NO_FILTERS)
+    segmenter = Segmenter.from_pretrained(files.original_pth, settings=NO_FILTERS)
     segmenter.set_image(image)
     return segmenter
 
 
-def _configure(segmenter: Segmenter, **options: float) -> Segmenter:
-    """A Segmenter sharing `segmenter`'s model and cached embedding, with other thresholds."""
-    other = Segmenter(segmenter.model, **{"points_per_side": 4, **NO_FILTERS, **options})
-    other.set_embedding(segmenter._image)
-    return other
+def _everything(segmenter: Segmenter, **changes: float) -> SegmentationResult:
+    """`segment_everything` with NO_FILTERS changed by `changes`, for this call only."""
+    return segmenter.segment_everything(settings=replace(NO_FILTERS, **changes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,9 +178,10 @@ def test_normalisation_entries_of_published_files_are_accepted(files: SamFiles, 
 
 def test_preprocess_shape_and_padding(image: np.ndarray) -> None:
     assert preprocess_shape(534, 800) == (684, 1024)
+    assert preprocess_shape(427, 640) == (683, 1024)  # the photo: 427 * 1.6 = 683.2
     pixels = preprocess(image)
     assert pixels.shape == (1, 3, 1024, 1024) and pixels.dtype == torch.float32
-    assert torch.all(pixels[..., 684:, :] == 0) and pixels[..., :684, :].abs().sum() > 0
+    assert torch.all(pixels[..., 683:, :] == 0) and pixels[..., :683, :].abs().sum() > 0
 
 
 def test_apply_coords_scales_to_the_resized_frame() -> None:
@@ -271,10 +274,15 @@ def test_remove_duplicate_masks_matches_python_loop() -> None:
 def test_mask_intersections_exact_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     generator = torch.Generator().manual_seed(3)
     masks = torch.rand(5, 17, 13, generator=generator) > 0.4
+    others = masks[:3].flip(0)
     expected = torch.tensor([[int((a & b).sum()) for b in masks] for a in masks])
-    assert torch.equal(ops.mask_intersections(masks), expected)
-    monkeypatch.setattr(ops, "_INTERSECTION_CHUNK_ELEMENTS", 5 * 7)  # 7-pixel chunks
-    assert torch.equal(ops.mask_intersections(masks), expected)
+    expected_pairs = torch.tensor([[int((a & b).sum()) for b in others] for a in masks])
+    ious = expected.double() / (expected.diagonal()[:, None] + expected.diagonal()[None, :] - expected)
+    for chunk in (1 << 24, 5 * 7):  # whole, then 7-pixel chunks
+        monkeypatch.setattr(masks_module, "_INTERSECTION_CHUNK_ELEMENTS", chunk)
+        assert torch.equal(mask_intersections(masks), expected)
+        assert torch.equal(mask_intersections(masks, others), expected_pairs)
+        torch.testing.assert_close(mask_ious(masks), ious, rtol=0, atol=1e-12)
 
 
 def test_masks_to_boxes_matches_python_loop() -> None:
@@ -285,7 +293,7 @@ def test_masks_to_boxes_matches_python_loop() -> None:
     for mask in masks:
         ys, xs = np.nonzero(mask.numpy())
         expected.append([xs.min(), ys.min(), xs.max(), ys.max()] if len(xs) else [0, 0, 0, 0])
-    assert ops.masks_to_boxes(masks).tolist() == np.array(expected, dtype=np.float32).tolist()
+    assert masks_to_xyxy_inclusive(masks).tolist() == np.array(expected, dtype=np.float32).tolist()
 
 
 def test_stability_score_definition() -> None:
@@ -307,21 +315,21 @@ def test_stability_score_counts_like_a_plain_sum() -> None:
 
 def test_mask_areas_count_pixels() -> None:
     masks = torch.rand(4, 3, 19, 23, generator=torch.Generator().manual_seed(9)) > 0.4
-    assert torch.equal(ops.mask_areas(masks).long(), masks.sum((-1, -2)))
+    assert torch.equal(mask_areas(masks).long(), masks.sum((-1, -2)))
     wide = torch.rand(2, 2, 40_000, generator=torch.Generator().manual_seed(10)) > 0.5
-    assert torch.equal(ops.mask_areas(wide).long(), wide.sum((-1, -2)))
+    assert torch.equal(mask_areas(wide).long(), wide.sum((-1, -2)))
 
 
 def test_boxes_from_logits_equal_boxes_of_thresholded_masks() -> None:
     logits = torch.randn(8, 23, 31, generator=torch.Generator().manual_seed(6)) - 2.5  # sparse masks
     logits[0] = -5  # an empty mask
     for threshold in (0.0, 0.7):
-        assert torch.equal(ops.boxes_from_logits(logits, threshold), ops.masks_to_boxes(logits > threshold))
+        assert torch.equal(ops.boxes_from_logits(logits, threshold), masks_to_xyxy_inclusive(logits > threshold))
     assert ops.boxes_from_logits(logits[:0], 0.0).shape == (0, 4)
 
 
 @pytest.mark.parametrize(
-    "size", [(534, 800), (800, 534), (1500, 2250), (480, 640), (1024, 1024), (7, 1999), (333, 1024)]
+    "size", [(427, 640), (800, 534), (1500, 2250), (480, 640), (1024, 1024), (7, 1999), (333, 1024)]
 )
 def test_postprocess_computes_only_the_kept_rows_bit_for_bit(size: tuple[int, int]) -> None:
     """Upsampling only the un-padded corner equals upsampling everything and cropping."""
@@ -380,8 +388,10 @@ def test_captured_tokens_are_the_decoders_own_tokens(segmenter: Segmenter) -> No
     torch.testing.assert_close(logits[:, 1:], output.pred_masks[0], rtol=0, atol=1e-4)
 
 
-def test_decode_picks_the_token_of_each_returned_mask(segmenter: Segmenter) -> None:
-    segmenter = _configure(segmenter, decoder="transformers")  # the path that reads tokens by hook
+def test_decode_picks_the_token_of_each_returned_mask(segmenter: Segmenter, image: np.ndarray) -> None:
+    # The path that reads tokens by hook.
+    segmenter = Segmenter(segmenter.model, settings=NO_FILTERS, decoder="transformers")
+    segmenter.set_image(image)
     points, labels = torch.tensor([[[300.0, 250.0]]]), torch.tensor([[1]])
     with capture_mask_tokens(segmenter.model) as tokens:
         multi = segmenter.decode(points, labels, multimask_output=True)
@@ -410,34 +420,28 @@ def _assert_consistent(result: SegmentationResult, image: np.ndarray) -> None:
     assert result.iou_predictions.shape == (n,) and result.iou_predictions.dtype == torch.float32
     assert result.stability_scores.shape == (n,) and result.stability_scores.dtype == torch.float32
     assert result.features.shape == (n, 256) and result.features.dtype == torch.float32
-    assert torch.equal(result.boxes, ops.masks_to_boxes(result.masks))
-
-
-def _pairwise_mask_iou(masks: torch.Tensor) -> torch.Tensor:
-    inter = ops.mask_intersections(masks).double()
-    areas = inter.diagonal()
-    return inter / (areas[:, None] + areas[None, :] - inter)
+    assert torch.equal(result.boxes, masks_to_xyxy_inclusive(result.masks))
 
 
 def test_segment_everything_on_a_photo(segmenter: Segmenter, image: np.ndarray) -> None:
     # Random weights give noisy masks spread over the whole photo, so their boxes all nearly
     # cover it: box NMS is opened here to keep several masks for the checks below.
-    result = _configure(segmenter, box_nms_thresh=1.0, duplicate_iou_thresh=0.6).segment_everything()
+    result = _everything(segmenter, box_nms_thresh=1.0, duplicate_iou_thresh=0.6)
     _assert_consistent(result, image)
     assert len(result) > 1
     assert result.point_coords is not None and result.point_coords.shape == (len(result), 2)
     areas = result.masks.flatten(1).sum(1)
     assert torch.all(areas[:-1] >= areas[1:])  # ordered by decreasing area
-    iou = _pairwise_mask_iou(result.masks)
+    iou = mask_ious(result.masks)
     off_diagonal = ~torch.eye(len(result), dtype=torch.bool)
     assert torch.all(iou[off_diagonal] < 0.6)  # no duplicates left
 
 
 def test_segment_everything_respects_box_nms(segmenter: Segmenter) -> None:
-    result = _configure(segmenter, box_nms_thresh=0.99).segment_everything()
+    result = _everything(segmenter, box_nms_thresh=0.99)
     assert len(result) >= 1
-    box_iou = ops.box_iou(result.boxes, result.boxes)
-    assert torch.all(box_iou[~torch.eye(len(result), dtype=torch.bool)] <= 0.99)
+    ious = box_iou(result.boxes, result.boxes)
+    assert torch.all(ious[~torch.eye(len(result), dtype=torch.bool)] <= 0.99)
 
 
 # NMS and de-duplication opened, on a 2 x 2 grid: 12 masks, fast.
@@ -446,15 +450,15 @@ OPEN = {"box_nms_thresh": 1.0, "duplicate_iou_thresh": 1.01, "points_per_side": 
 
 @pytest.fixture(scope="module")
 def unfiltered(segmenter: Segmenter) -> SegmentationResult:
-    return _configure(segmenter, **OPEN).segment_everything()
+    return _everything(segmenter, **OPEN)
 
 
 def test_each_stage_removes_masks(segmenter: Segmenter, unfiltered: SegmentationResult) -> None:
     assert len(unfiltered) == 2 * 2 * 3  # nothing filtered: every grid point's three masks
-    assert len(_configure(segmenter, **(OPEN | {"box_nms_thresh": 0.9})).segment_everything()) < len(unfiltered)
-    assert len(_configure(segmenter, **(OPEN | {"duplicate_iou_thresh": 0.6})).segment_everything()) < len(unfiltered)
+    assert len(_everything(segmenter, **(OPEN | {"box_nms_thresh": 0.9}))) < len(unfiltered)
+    assert len(_everything(segmenter, **(OPEN | {"duplicate_iou_thresh": 0.6}))) < len(unfiltered)
     median_area = int(unfiltered.masks.flatten(1).sum(1).median())
-    small_removed = _configure(segmenter, **(OPEN | {"min_mask_area": median_area})).segment_everything()
+    small_removed = _everything(segmenter, **(OPEN | {"min_mask_area": median_area}))
     assert 0 < len(small_removed) < len(unfiltered)
     assert torch.all(small_removed.masks.flatten(1).sum(1) >= median_area)
 
@@ -478,12 +482,14 @@ def test_raising_score_thresholds_never_adds_masks(
     """Monotone for the score filters themselves (NMS and de-duplication are greedy, so a removed
     mask can stop suppressing another; they are opened here to test the filters alone)."""
     scores = unfiltered.iou_predictions if name == "pred_iou_thresh" else unfiltered.stability_scores
-    positive = scores[scores > 0].sort().values  # a threshold <= 0 disables the filter, as in SAM
+    # A threshold <= 0 disables the filter, as in SAM; settings stay in [0, 1] (random weights
+    # predict IoUs a little above 1 too).
+    positive = scores[(scores > 0) & (scores <= 1)].sort().values
     assert len(positive) >= 4
     previous = _keys(unfiltered)
     for quantile in (0.25, 0.75):
         threshold = float(positive[int(quantile * len(positive))])
-        current = _keys(_configure(segmenter, **(OPEN | {name: threshold})).segment_everything())
+        current = _keys(_everything(segmenter, **(OPEN | {name: threshold})))
         assert current < previous
         previous = current
 
@@ -491,7 +497,7 @@ def test_raising_score_thresholds_never_adds_masks(
 def test_segment_prompts_points_boxes_and_both(segmenter: Segmenter, image: np.ndarray) -> None:
     points = np.array([[300.0, 250.0], [600.0, 100.0]])
     labels = np.array([1, 0])
-    boxes = torch.tensor([[100.0, 80.0, 500.0, 400.0], [0.0, 0.0, 799.0, 533.0], [350.0, 200.0, 420.0, 300.0]])
+    boxes = torch.tensor([[100.0, 80.0, 500.0, 400.0], [0.0, 0.0, 639.0, 426.0], [350.0, 200.0, 420.0, 300.0]])
     for result, expected in (
         (segmenter.segment_prompts(points=points, point_labels=labels), 1),
         (segmenter.segment_prompts(boxes=boxes), 3),
@@ -525,16 +531,18 @@ def test_prompt_validation(segmenter: Segmenter, files: SamFiles) -> None:
         Segmenter(segmenter.model).segment_everything()
 
 
-def test_from_pretrained_passes_thresholds(files: SamFiles) -> None:
-    segmenter = Segmenter.from_pretrained(files.folder, points_per_side=7, pred_iou_thresh=0.5, min_mask_area=9)
-    assert (segmenter.points_per_side, segmenter.pred_iou_thresh, segmenter.min_mask_area) == (7, 0.5, 9)
-    assert segmenter.box_nms_thresh == 0.7 and segmenter.duplicate_iou_thresh == 0.8  # defaults
+def test_from_pretrained_passes_settings(files: SamFiles) -> None:
+    settings = SegmentSettings(points_per_side=7, pred_iou_thresh=0.5, min_mask_area=9)
+    segmenter = Segmenter.from_pretrained(files.folder, settings=settings, points_per_batch=64)
+    assert segmenter.settings is settings and segmenter.points_per_batch == 64
+    assert Segmenter(segmenter.model).settings == SegmentSettings()  # the defaults
+    assert (SegmentSettings().box_nms_thresh, SegmentSettings().duplicate_iou_thresh) == (0.7, 0.8)
 
 
 def test_set_image_accepts_pil(segmenter: Segmenter, image: np.ndarray) -> None:
     other = Segmenter(segmenter.model)
     other.set_image(Image.fromarray(image))
-    assert torch.equal(other._embedding, segmenter._embedding) and other.original_size == (534, 800)
+    assert torch.equal(other._embedding, segmenter._embedding) and other.original_size == (427, 640)
 
 
 def _count_encodings(segmenter: Segmenter) -> list[int]:
@@ -552,7 +560,7 @@ def test_embedding_cache_skips_encoding_a_photo_seen_recently(files: SamFiles, i
     first = segmenter._embedding
     segmenter.set_image(other)
     segmenter.set_image(image.copy())  # equal pixels, another array: still cached
-    assert calls == [1, 1] and segmenter._embedding is first and segmenter.original_size == (534, 800)
+    assert calls == [1, 1] and segmenter._embedding is first and segmenter.original_size == (427, 640)
     segmenter.set_image(np.ascontiguousarray(image[:, ::-1]))  # a third photo evicts the oldest (other)
     segmenter.set_image(other)
     assert calls == [1, 1, 1, 1]
@@ -562,19 +570,20 @@ def test_embedding_cache_skips_encoding_a_photo_seen_recently(files: SamFiles, i
 
 
 def test_segment_everything_is_computed_once_per_photo_and_settings(segmenter: Segmenter) -> None:
-    other = _configure(segmenter)
-    first = other.segment_everything()
-    assert other.segment_everything() is first
-    other.box_nms_thresh = 0.5
-    assert other.segment_everything() is not first
+    first = segmenter.segment_everything()
+    assert segmenter.segment_everything() is first
+    assert segmenter.segment_everything(settings=NO_FILTERS) is first  # equal settings share the result
+    other = segmenter.segment_everything(settings=replace(NO_FILTERS, box_nms_thresh=0.5))
+    assert other is not first
+    assert segmenter.settings == NO_FILTERS  # a call's settings never change the segmenter's
 
 
 def test_embed_images_batches_photos_of_different_sizes(files: SamFiles, image: np.ndarray) -> None:
-    segmenter = Segmenter.from_pretrained(files.folder, points_per_side=4, embedding_cache_size=0, **NO_FILTERS)
+    segmenter = Segmenter.from_pretrained(files.folder, settings=NO_FILTERS, embedding_cache_size=0)
     small = np.ascontiguousarray(image[:300, :200])
     calls = _count_encodings(segmenter)
     batched = segmenter.embed_images([image, small])
-    assert calls == [2] and [e.original_size for e in batched] == [(534, 800), (300, 200)]
+    assert calls == [2] and [e.original_size for e in batched] == [(427, 640), (300, 200)]
     for photo, embedding in zip([image, small], batched):
         segmenter.set_image(photo)
         torch.testing.assert_close(embedding.embedding, segmenter._embedding, atol=1e-5, rtol=1e-5)
@@ -611,7 +620,7 @@ def _result(n: int, with_points: bool = True) -> SegmentationResult:
         masks=masks,
         iou_predictions=torch.arange(n, dtype=torch.float32),
         stability_scores=torch.ones(n),
-        boxes=ops.masks_to_boxes(masks),
+        boxes=masks_to_xyxy_inclusive(masks),
         features=torch.arange(n, dtype=torch.float32)[:, None].expand(n, 256).clone(),
         point_coords=torch.arange(2 * n, dtype=torch.float32).reshape(n, 2) if with_points else None,
     )
@@ -650,7 +659,7 @@ def test_result_concatenate_and_validation() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_matches_cpu(files: SamFiles, image: np.ndarray, segmenter: Segmenter) -> None:
-    gpu = Segmenter.from_pretrained(files.original_pth, device="cuda", points_per_side=4, **NO_FILTERS)
+    gpu = Segmenter.from_pretrained(files.original_pth, device="cuda", settings=NO_FILTERS)
     gpu.set_image(image)
     result = gpu.segment_everything()
     assert result.masks.device.type == "cuda" and result.features.device.type == "cuda"

@@ -23,6 +23,7 @@ from PIL import Image
 from relate_anything.sam import Segmenter, load_sam
 from relate_anything.sam.segmenter import DECODERS
 from relate_anything.sam.transforms import preprocess
+from relate_anything.settings import SegmentSettings
 from sam_factory import TINY_ENCODER, VIT_B_ENCODER, SamFiles, write_sam_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,8 +35,8 @@ def _case(name: str, points=None, labels=None, box=None, multimask: bool = True)
     return {"name": name, "point_coords": points, "point_labels": labels, "box": box, "multimask_output": multimask}
 
 
-THREE_POINTS = [[400, 250], [150, 400], [650, 100]]  # xy pixels of dog.jpg (800 x 534)
-BOX = [120, 60, 600, 500]
+THREE_POINTS = [[400, 250], [150, 400], [600, 100]]  # xy pixels of dog.jpg (640 x 427)
+BOX = [120, 60, 600, 400]
 CASES = [
     _case("points_multimask", THREE_POINTS, [1, 0, 1]),
     _case("points_single", THREE_POINTS, [1, 0, 1], multimask=False),
@@ -69,7 +70,9 @@ def run_reference(
     """Outputs of tests/reference/sam_reference.py for these weights, photo and prompts."""
     python = reference_python()
     if python is None:
-        pytest.skip("official segment-anything not available: run .ci/run or set RELATE_ANYTHING_REFERENCE_PYTHON")
+        pytest.skip(
+            "official segment-anything not available: bash scripts/make_reference_env.sh (README's test command does)"
+        )
     spec = {
         "encoder": files.encoder,
         "checkpoint": str(files.original_pth),
@@ -155,9 +158,8 @@ def test_segment_prompts_masks_and_features_match_official(tiny, image: np.ndarr
 def test_segment_everything_matches_official_generator(tiny, image: np.ndarray, generator: str, decoder: str) -> None:
     """Our grid, filters and NMS against SamAutomaticMaskGenerator (RAM's de-duplication off)."""
     files, reference = tiny
-    segmenter = Segmenter(
-        load_sam(files.original_pth), duplicate_iou_thresh=1.01, decoder=decoder, **GENERATORS[generator]
-    )
+    settings = SegmentSettings(duplicate_iou_thresh=1.01, **GENERATORS[generator])
+    segmenter = Segmenter(load_sam(files.original_pth), settings=settings, decoder=decoder)
     segmenter.set_image(image)
     ours = segmenter.segment_everything()
     keys = ("masks", "predicted_iou", "stability_score", "point_coords", "bbox")
@@ -178,17 +180,11 @@ def test_segment_everything_matches_official_generator(tiny, image: np.ndarray, 
     assert np.abs(ours.boxes.numpy() - np.stack([x, y, x + w, y + h], axis=1)).max() <= 1
 
 
-def _slow_requested(config: pytest.Config) -> bool:
-    return "slow" in (config.getoption("-m") or "") or os.environ.get("RELATE_ANYTHING_RUN_SLOW") == "1"
-
-
 @pytest.mark.slow
 def test_vit_b_prompted_outputs_match_official(
     request: pytest.FixtureRequest, tmp_path: Path, dog_jpg: Path, image: np.ndarray
 ) -> None:
     """Full-size ViT-B with random weights (minutes on 2 CPU cores; run with -m slow)."""
-    if not _slow_requested(request.config):
-        pytest.skip("full-size ViT-B parity is slow: run with -m slow or RELATE_ANYTHING_RUN_SLOW=1")
     files = write_sam_files(VIT_B_ENCODER, tmp_path, seed=11)
     reference = run_reference(files, dog_jpg, CASES, {}, tmp_path)
     diffs = compare_prompts(Segmenter(load_sam(files.original_pth)), image, reference)

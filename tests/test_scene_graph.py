@@ -46,7 +46,7 @@ def test_run_lengths_found_on_the_device_encode_like_pycocotools(shape):
     """The GPU path of encode_masks, run here on CPU tensors: same RLE strings."""
     from pycocotools import mask as coco_mask
 
-    from relate_anything.scene_graph import _device_run_lengths
+    from relate_anything.masks import _device_run_lengths
 
     masks = np.random.default_rng(4).random(shape) > 0.5
     masks[0] = False  # starts with 0s, one run
@@ -58,11 +58,11 @@ def test_run_lengths_found_on_the_device_encode_like_pycocotools(shape):
 
 
 def test_masks_are_encoded_a_few_at_a_time(monkeypatch):
-    import relate_anything.scene_graph as scene_graph
+    import relate_anything.masks as masks_module
 
     masks = np.random.default_rng(3).random((7, 12, 10)) > 0.5
     expected = encode_masks(masks)
-    monkeypatch.setattr(scene_graph, "_ENCODE_CHUNK_BYTES", 2 * 12 * 10)  # chunks of 2 masks
+    monkeypatch.setattr(masks_module, "_ENCODE_CHUNK_BYTES", 2 * 12 * 10)  # chunks of 2 masks
     assert encode_masks(masks) == encode_masks(torch.from_numpy(masks)) == expected
 
 

@@ -10,9 +10,7 @@ import torch
 from PIL import Image
 
 from relate_anything.errors import CheckpointError, ImageError, WeightsNotFoundError
-from relate_anything.sam import Segmenter, load_sam
 from relate_anything.seggpt import (
-    SEGGPT_ENV_VAR,
     ExampleError,
     ExampleSegmenter,
     connected_components,
@@ -21,6 +19,7 @@ from relate_anything.seggpt import (
     read_mask,
 )
 from relate_anything.seggpt.transforms import preprocess_image, preprocess_mask
+from relate_anything.weights import SEGGPT_WEIGHTS
 from sam_factory import SamFiles
 from seggpt_factory import random_seggpt
 
@@ -149,7 +148,7 @@ def test_examples_are_checked(finder, examples, target) -> None:
 
 
 def test_from_pretrained_default_comes_from_the_environment(seggpt_folder, monkeypatch) -> None:
-    monkeypatch.setenv(SEGGPT_ENV_VAR, str(seggpt_folder))
+    monkeypatch.setenv(SEGGPT_WEIGHTS.env_var, str(seggpt_folder))
     finder = ExampleSegmenter.from_pretrained()
     assert finder.input_size == (32, 32)
 
@@ -246,14 +245,12 @@ def test_connected_components_known_answer() -> None:
     assert connected_components(np.zeros((4, 4), bool)).shape == (0, 4, 4)
 
 
-def test_example_segments_with_sam_features(finder, examples, target, tiny_sam: SamFiles) -> None:
-    segmenter = Segmenter(load_sam(tiny_sam.folder))
-    segmenter.set_image(target)
-    segments = example_segments(finder, target, examples, segmenter, min_area=20)
+def test_example_segments_are_seggpts_components(finder, examples, target) -> None:
+    segments = example_segments(finder, target, examples, min_area=20)
     expected = connected_components(finder.segment(target, examples), min_area=20)
     assert len(segments) == len(expected) > 0
-    assert torch.equal(segments.masks, expected)  # SegGPT's masks, not SAM's
-    assert segments.features.shape == (len(segments), 256)
+    assert torch.equal(segments.masks, expected)  # SegGPT's masks; SAM's tokens are the pipeline's to add
+    assert segments.features.shape == (len(segments), 0)
     probability = finder.predict(target, examples)
     for index, mask in enumerate(segments.masks):
         assert segments.iou_predictions[index] == pytest.approx(probability[mask].mean().item(), abs=1e-6)
@@ -261,14 +258,5 @@ def test_example_segments_with_sam_features(finder, examples, target, tiny_sam: 
         assert 0.0 <= segments.stability_scores[index] <= 1.0
     ys, xs = torch.nonzero(segments.masks[0], as_tuple=True)
     assert segments.boxes[0].tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
-    # The feature is SAM's token for the component's box (pixel edges).
-    edges = segments.boxes + torch.tensor([0, 0, 1, 1])
-    assert torch.allclose(segments.features, segmenter.segment_prompts(boxes=edges).features)
-    # Without SAM the same masks, no features.
-    plain = example_segments(finder, target, examples, min_area=20)
-    assert torch.equal(plain.masks, segments.masks) and plain.features.shape == (len(segments), 0)
-    # Nothing found: an empty result with the usual feature width.
-    assert example_segments(finder, target, examples, segmenter, threshold=1.0).features.shape == (0, 256)
+    # Nothing found: an empty result.
     assert example_segments(finder, target, examples, threshold=1.0).masks.shape == (0, *target.shape[:2])
-    with pytest.raises(ValueError, match="set_image"):
-        example_segments(finder, random_image(30, 30, seed=5), examples, segmenter)

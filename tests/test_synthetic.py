@@ -4,7 +4,6 @@ The relation checks below are written independently of the generator's rule func
 what each predicate promises on the masks read back from the panoptic PNGs.
 """
 
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,9 +21,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic")
-    started = time.perf_counter()
     make_synthetic_psg(out, images=40, seed=3)
-    assert time.perf_counter() - started < 10  # about 1.5 s on 2 CPU cores
     return out
 
 

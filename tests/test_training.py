@@ -271,9 +271,9 @@ def test_collect_resumes_after_a_crash_with_every_image_exactly_once(tmp_path):
     dataset = _GroundTruth(tmp_path, images=7)
     out = tmp_path / "cache"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        collect(dataset, _FakeSegmenter(fail_after=4), out, shard_size=2, progress=False)
+        collect(dataset, _FakeSegmenter(fail_after=4), out, shard_size=2)
     assert cache_module.committed_image_ids(out) == {"id0", "id2", "id3", "id4"}  # 2 shards of 2
-    stats = collect(dataset, _FakeSegmenter(), out, shard_size=2, progress=False)
+    stats = collect(dataset, _FakeSegmenter(), out, shard_size=2)
     assert (stats.already_done, stats.images, stats.without_relations) == (4, 2, 1)
     cache = FeatureCache(out)
     assert sorted(cache.image_ids()) == ["id0", "id2", "id3", "id4", "id5", "id6"]
@@ -290,7 +290,7 @@ def test_collect_resumes_after_a_crash_with_every_image_exactly_once(tmp_path):
 def test_collect_splits_images_by_rank(tmp_path):
     dataset = _GroundTruth(tmp_path, images=5)
     for rank in range(2):
-        collect(dataset, _FakeSegmenter(), tmp_path / "c", rank=rank, world_size=2, shard_size=10, progress=False)
+        collect(dataset, _FakeSegmenter(), tmp_path / "c", rank=rank, world_size=2, shard_size=10)
     assert sorted(FeatureCache(tmp_path / "c").image_ids()) == ["id0", "id2", "id3", "id4"]
     assert {p.name[:8] for p in (tmp_path / "c").glob("*.json")} == {"shard-r0", "shard-r1"}
     with pytest.raises(RelateAnythingError):
@@ -404,7 +404,7 @@ def test_synth_collect_train_eval_end_to_end(tiny_sam, tmp_path):
 
     from typer.testing import CliRunner
 
-    from conftest import RANDOM_WEIGHT_OPTIONS
+    from conftest import RANDOM_WEIGHT_SETTINGS
     from relate_anything.cli import app
     from relate_anything.datasets import PsgDataset
     from relate_anything.pipeline import RelateAnything
@@ -414,13 +414,11 @@ def test_synth_collect_train_eval_end_to_end(tiny_sam, tmp_path):
     result = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "psg"), "--images", "4", "--seed", "0"])
     assert result.exit_code == 0, result.output
     dataset = PsgDataset(tmp_path / "psg", split=None)
-    segmenter = Segmenter(load_sam(tiny_sam.folder), **RANDOM_WEIGHT_OPTIONS)
+    segmenter = Segmenter(load_sam(tiny_sam.folder), settings=RANDOM_WEIGHT_SETTINGS)
     # A random SAM's masks rarely match the ground truth, so few relations would survive. So that
     # relations survive matching, add the ground-truth masks to SAM's, each with the real SAM
     # feature of its box prompt (masks and features still go through the whole pipeline).
-    stats = collect(
-        dataset, _WithGroundTruthMasks(segmenter, dataset), tmp_path / "cache", shard_size=3, progress=False
-    )
+    stats = collect(dataset, _WithGroundTruthMasks(segmenter, dataset), tmp_path / "cache", shard_size=3)
     assert stats.images == len(dataset) and stats.masks > stats.gt_masks and stats.kept_relations > 0
     cache = FeatureCache(tmp_path / "cache")
     assert sorted(cache.image_ids()) == sorted(dataset[i].image_id for i in range(len(dataset)))
@@ -479,7 +477,7 @@ def test_train_command_reports_errors_without_traceback(tmp_path):
     app.command("train")(train_command)
     app.command("collect")(collect_command)
     result = CliRunner().invoke(app, ["train", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "feature cache not found" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, ["train", str(tmp_path), "--loss", "hinge"])
     assert result.exit_code == 1 and "loss must be" in result.output

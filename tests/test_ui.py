@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import RANDOM_WEIGHT_OPTIONS
+from conftest import RANDOM_WEIGHT_SETTINGS
 from relate_anything import RelateAnything, RelateAnythingError, SceneGraph
 from relate_anything.image_io import load_image
 from relate_anything.naming import Labeler, Vocabulary
@@ -40,7 +40,7 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_sam, tiny_ram_pth):
-    return RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, top_k=10, **RANDOM_WEIGHT_OPTIONS)
+    return RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, top_k=10, settings=RANDOM_WEIGHT_SETTINGS)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_a_click_relates_that_thing_without_encoding_the_photo_again(demo, pipel
     try:
         first = demo.relate_anything(dog, 5)
         clicked = demo.relate_point(dog.copy(), (400, 300), 5)
-        again = demo.relate_point(dog, (100, 450), 5)
+        again = demo.relate_point(dog, (100, 400), 5)
     finally:
         handle.remove()
     assert calls == [1]  # the photo was encoded once for three requests
@@ -217,7 +217,7 @@ def test_the_page_in_a_real_browser(served_page, dog_jpg):
             )
             status = page.inner_text("#status")
             x, y = (int(v) for v in re.search(r"at \((\d+), (\d+)\)", status).groups())
-            assert abs(x - 400) <= 2 and abs(y - 267) <= 2 and "already encoded" in status  # the middle of 800x534
+            assert abs(x - 320) <= 2 and abs(y - 213) <= 2 and "already encoded" in status  # the middle of 640x427
             assert set(_column(page, 1)) == {"#0"}
             page.screenshot(path=str(ARTIFACTS / "ui-relate-me-with-anything.png"), full_page=True)
             with page.expect_download() as download:

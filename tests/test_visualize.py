@@ -28,7 +28,7 @@ def test_picture_is_the_photo_plus_a_legend(photo_and_graph):
 def test_related_segments_are_highlighted_others_faint(photo_and_graph):
     photo, graph = photo_and_graph
     picture = np.asarray(draw_scene_graph(photo, graph)).astype(int)
-    untouched = (20, 700)
+    untouched = (20, 620)
     assert np.array_equal(picture[untouched], photo[untouched])
 
     def shift_towards_colour(y, x, segment_id):

@@ -32,7 +32,7 @@ def test_uncached_hub_file_offline_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(WeightsNotFoundError) as info:
-        weights.resolve(weights.DEFAULT_RAM, weights.RAM_WEIGHTS)
+        weights.resolve(weights.RAM_WEIGHTS.default, weights.RAM_WEIGHTS)
     message = str(info.value)
     assert "ram_epoch12.pth" in message and "--ram" in message and "RELATE_ANYTHING_RAM" in message
 
@@ -60,7 +60,8 @@ def test_malformed_hf_reference():
 
 
 def test_env_var_overrides_default(monkeypatch):
-    monkeypatch.setenv(weights.RAM_ENV_VAR, "/models/head.safetensors")
-    assert weights.default_reference(weights.RAM_WEIGHTS, weights.DEFAULT_RAM) == "/models/head.safetensors"
-    monkeypatch.delenv(weights.RAM_ENV_VAR)
-    assert weights.default_reference(weights.RAM_WEIGHTS, weights.DEFAULT_RAM) == weights.DEFAULT_RAM
+    monkeypatch.setenv(weights.RAM_WEIGHTS.env_var, "/models/head.safetensors")
+    assert weights.RAM_WEIGHTS.reference() == "/models/head.safetensors"
+    assert weights.RAM_WEIGHTS.reference("given.pth") == "given.pth"
+    monkeypatch.delenv(weights.RAM_WEIGHTS.env_var)
+    assert weights.RAM_WEIGHTS.reference() == weights.RAM_WEIGHTS.default
