@@ -80,16 +80,17 @@ def draw_segments(
         alpha = 0.55 if segment.id in highlight else faint
         colour = np.array(segment_colour(segment.id), dtype=np.float32)
         box = boxes[index]
-        region = masks[index][box]
-        canvas[box][region] = canvas[box][region] * (1 - alpha) + colour * alpha
+        crop = canvas[box]
+        # copyto with a mask is several times faster than boolean indexing on large regions.
+        np.copyto(crop, crop * (1 - alpha) + colour * alpha, where=masks[index][box][:, :, None])
     for index in order:
         segment = graph.segments[index]
         if segment.id in highlight:
             box = boxes[index]
             mask = masks[index][box]
             outline = mask & ~ndimage.binary_erosion(mask, iterations=2)
-            canvas[box][outline] = segment_colour(segment.id)
-    picture = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
+            np.copyto(canvas[box], np.array(segment_colour(segment.id), np.float32), where=outline[:, :, None])
+    picture = Image.fromarray(np.clip(canvas, 0, 255, out=canvas).astype(np.uint8))
     draw = ImageDraw.Draw(picture)
     for index, segment in enumerate(graph.segments):
         if segment.id in labelled:
