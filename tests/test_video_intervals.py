@@ -170,7 +170,7 @@ def test_streaming_equals_batch_when_the_candidate_cap_binds():
     uncapped = relation_intervals(scores, visible, settings=IntervalSettings(), top_k=None)
     batch = relation_intervals(scores, visible, settings=settings, top_k=None)
     accumulator = _stream(scores, visible, settings)
-    assert accumulator.num_candidates == 40
+    assert accumulator.num_candidates == 40 and accumulator._series.shape[0] == 40  # never allocated beyond the cap
     assert accumulator.result(top_k=None) == batch and 0 < len(batch) < len(uncapped)
 
 
@@ -193,6 +193,15 @@ def test_streaming_memory_holds_candidates_not_frames():
     found = accumulator.result()
     assert [(t.subject, t.predicate_id, t.object, t.intervals) for t in found] == [(3, 7, 4, ((100, 199),))]
     assert found[0].score == pytest.approx(0.9)
+
+
+def test_expected_frame_count_allocates_the_frame_axis_once():
+    scores, visible = _random_clip(np.random.default_rng(0), frames=80)
+    accumulator = IntervalAccumulator(num_frames=80)
+    for t in range(80):
+        accumulator.add(t, list(range(7)), scores[t])
+    assert accumulator._series.shape[1] == 80
+    assert accumulator.result(top_k=None) == relation_intervals(scores, np.ones((80, 7), bool), top_k=None)
 
 
 def test_accumulator_checks_its_input():

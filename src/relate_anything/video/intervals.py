@@ -220,15 +220,24 @@ class IntervalAccumulator:
     scores.
 
     Memory bound: 4 bytes x candidates x frames (candidates <= `settings.max_candidates`),
-    over-allocated up to 2x on each axis as the arrays grow by doubling, plus `window - 1`
-    frames of scores (4 bytes x P x n x n each). A 10-minute clip at 5 fps (3000 frames) with
-    50 tracks: 1.1 MB of buffered frames and 12 KB per candidate -- 12 MB for 1000 candidates
-    (measured: 52 MB allocated for 1940), 120 MB at the default cap of 10 000 (which only an
-    untrained head reaches). Each `add` costs about 2 ms on a CPU at that size.
+    over-allocated up to 2x on each axis as the arrays grow by doubling (never beyond the cap;
+    the frame axis exactly when `num_frames` is given and right), plus `window - 1` frames of
+    scores (4 bytes x P x n x n each). A 10-minute clip at 5 fps (3000 frames) with
+    50 tracks: 1.1 MB of buffered frames and 12 KB per candidate -- 44 MB held for 1959
+    candidates in `bench/video_io.py` (a dense [T, P, N, N] tensor: 1.6 GB), 120 MB at the
+    default cap of 10 000 candidates (which only an untrained head reaches). There, `add` took 3.3 ms a
+    frame and `result` 1.8 s on 2 CPU cores.
     """
 
-    def __init__(self, *, settings: IntervalSettings = IntervalSettings()) -> None:
+    def __init__(self, *, settings: IntervalSettings = IntervalSettings(), num_frames: int | None = None) -> None:
+        """
+        Args:
+            settings: see `IntervalSettings`.
+            num_frames: the expected number of sampled frames (e.g. `VideoReader.expected_frames`),
+                to allocate the frame axis once; it grows if more frames come.
+        """
         self.settings = settings
+        self._frame_capacity = max(0, num_frames or 0)
         self._track_index: dict[int, int] = {}  # track id -> internal index (order of first sight)
         self._track_ids: list[int] = []
         self._keys = np.empty(0, dtype=np.int64)  # sorted keys of the candidates, for membership
@@ -370,8 +379,9 @@ class IntervalAccumulator:
         rows, columns = self._series.shape
         if frames <= columns and candidates <= rows:
             return
-        new_rows = max(rows, candidates if candidates <= rows else max(candidates, 2 * rows, 16))
-        new_columns = max(columns, frames if frames <= columns else max(frames, 2 * columns, 64))
+        # Rows never exceed the cap; the frame axis starts at the expected length when known.
+        new_rows = rows if candidates <= rows else min(max(candidates, 2 * rows, 16), self.settings.max_candidates)
+        new_columns = columns if frames <= columns else max(frames, 2 * columns, 64, self._frame_capacity)
         series = np.full((new_rows, new_columns), np.nan, dtype=np.float32)
         series[:rows, :columns] = self._series
         self._series = series
