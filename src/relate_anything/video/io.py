@@ -113,7 +113,7 @@ class SamplingSettings:
             raise VideoError(f"start ({self.start} s) must be before end ({self.end} s)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq would compare pixel arrays
 class Frame:
     """One sampled frame.
 
