@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from relate_anything import psg
+from relate_anything.errors import UsageError
 from relate_anything.video.intervals import (
     IntervalAccumulator,
     IntervalSettings,
@@ -13,7 +14,6 @@ from relate_anything.video.intervals import (
     series_intervals,
     to_video_relations,
 )
-from relate_anything.video.io import VideoError
 
 # No smoothing, no merging, no minimum length: the thresholds alone.
 PLAIN = IntervalSettings(window=1, high=0.5, low=0.35, min_interval=1, merge_gap=0)
@@ -233,7 +233,7 @@ def test_accumulator_checks_its_input():
     ],
 )
 def test_bad_settings(values, message):
-    with pytest.raises(VideoError, match=message):
+    with pytest.raises(UsageError, match=message):
         IntervalSettings(**values)
 
 

@@ -4,7 +4,7 @@ import av
 import numpy as np
 import pytest
 
-from relate_anything.video.io import VideoError, write_video
+from relate_anything.video.io import SamplingError, VideoError, write_video
 
 
 def _frames(count: int, height: int, width: int) -> list[np.ndarray]:
@@ -195,7 +195,7 @@ def test_start_end_and_max_frames(tmp_path):
     ],
 )
 def test_bad_sampling_settings(settings, message):
-    with pytest.raises(VideoError, match=message):
+    with pytest.raises(SamplingError, match=message):
         SamplingSettings(**settings)
 
 

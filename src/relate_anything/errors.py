@@ -23,7 +23,12 @@ class WeightsNotFoundError(RelateAnythingError):
     """Weights are neither on disk nor in the Hugging Face cache, and cannot be downloaded."""
 
 
-class ImageError(RelateAnythingError):
+class InputFileError(RelateAnythingError):
+    """An input (photo, clip) that cannot be read or used; a command that has several goes on
+    with the others."""
+
+
+class ImageError(InputFileError):
     """An image that cannot be read or used."""
 
 
@@ -37,3 +42,7 @@ class ImageTooLargeError(ImageError):
 
 class PromptError(UsageError):
     """A point or box prompt that does not fit the image."""
+
+
+class VideoError(InputFileError):
+    """A video that cannot be read or written."""

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from relate_anything.video.io import VideoError
+from relate_anything.errors import UsageError
 from relate_anything.video_scene_graph import VideoRelation
 
 __all__ = [
@@ -81,17 +81,17 @@ class IntervalSettings:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.window, int) and self.window >= 1 and self.window % 2 == 1):
-            raise VideoError(f"window must be an odd number of frames >= 1 (centred), got {self.window}")
+            raise UsageError(f"window must be an odd number of frames >= 1 (centred), got {self.window}")
         if not 0.0 < self.high <= 1.0:
-            raise VideoError(f"high must be a score in (0, 1], got {self.high}")
+            raise UsageError(f"high must be a score in (0, 1], got {self.high}")
         if not 0.0 <= self.low <= self.high:
-            raise VideoError(f"low must be a score in [0, high = {self.high}], got {self.low}")
+            raise UsageError(f"low must be a score in [0, high = {self.high}], got {self.low}")
         if not (isinstance(self.min_interval, int) and self.min_interval >= 1):
-            raise VideoError(f"min_interval must be a number of frames >= 1, got {self.min_interval}")
+            raise UsageError(f"min_interval must be a number of frames >= 1, got {self.min_interval}")
         if not (isinstance(self.merge_gap, int) and self.merge_gap >= 0):
-            raise VideoError(f"merge_gap must be a number of frames >= 0, got {self.merge_gap}")
+            raise UsageError(f"merge_gap must be a number of frames >= 0, got {self.merge_gap}")
         if not (isinstance(self.max_candidates, int) and self.max_candidates >= 1):
-            raise VideoError(f"max_candidates must be >= 1, got {self.max_candidates}")
+            raise UsageError(f"max_candidates must be >= 1, got {self.max_candidates}")
 
 
 @dataclass(frozen=True)

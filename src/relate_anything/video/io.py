@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from relate_anything.atomic import write_atomically
-from relate_anything.errors import RelateAnythingError
+from relate_anything.errors import RelateAnythingError, UsageError, VideoError
 from relate_anything.video_scene_graph import VideoInfo
 
 __all__ = [
+    "SamplingError",
     "Frame",
     "SamplingSettings",
     "VideoDecodeError",
@@ -39,10 +40,8 @@ __all__ = [
 ]
 
 
-class VideoError(RelateAnythingError):
-    """A video that cannot be read or written, or sampling settings that cannot be used."""
-
-    exit_code = 2
+class SamplingError(UsageError):
+    """Sampling settings that cannot be used."""
 
 
 class VideoDecodeError(VideoError):
@@ -102,15 +101,15 @@ class SamplingSettings:
         for name in ("fps", "source_fps"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
-                raise VideoError(f"{name} must be a positive number of frames per second, got {value}")
+                raise SamplingError(f"{name} must be a positive number of frames per second, got {value}")
         if self.max_frames is not None and self.max_frames < 1:
-            raise VideoError(f"max_frames must be at least 1, got {self.max_frames}")
+            raise SamplingError(f"max_frames must be at least 1, got {self.max_frames}")
         if self.start is not None and not (math.isfinite(self.start) and self.start >= 0):
-            raise VideoError(f"start must be a time in seconds >= 0, got {self.start}")
+            raise SamplingError(f"start must be a time in seconds >= 0, got {self.start}")
         if self.end is not None and not (math.isfinite(self.end) and self.end > 0):
-            raise VideoError(f"end must be a time in seconds > 0, got {self.end}")
+            raise SamplingError(f"end must be a time in seconds > 0, got {self.end}")
         if self.start is not None and self.end is not None and self.start >= self.end:
-            raise VideoError(f"start ({self.start} s) must be before end ({self.end} s)")
+            raise SamplingError(f"start ({self.start} s) must be before end ({self.end} s)")
 
 
 @dataclass(frozen=True, eq=False)  # eq would compare pixel arrays
