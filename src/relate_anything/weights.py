@@ -22,10 +22,13 @@ from relate_anything.errors import WeightsNotFoundError
 #: Environment variables that override the default weights.
 SAM_ENV_VAR = "RELATE_ANYTHING_SAM"
 RAM_ENV_VAR = "RELATE_ANYTHING_RAM"
+SAM2_ENV_VAR = "RELATE_ANYTHING_SAM2"
 
 DEFAULT_SAM = "facebook/sam-vit-huge"
 #: RAM's authors publish ram_epoch12.pth with their demo, in this Hugging Face Space.
 DEFAULT_RAM = "hf://spaces/mmlab-ntu/relate-anything-model/checkpoints/ram_epoch12.pth"
+#: SAM 2.1 with the smallest image encoder (38.9M parameters), in transformers' format.
+DEFAULT_SAM2 = "facebook/sam2.1-hiera-tiny"
 
 # Files a transformers model folder needs: config, safetensors weights, preprocessing and
 # tokenizer files (CLIP's vocab/merges, SigLIP's sentencepiece model). Pickled *.bin weights are
@@ -73,6 +76,16 @@ RAM_WEIGHTS = WeightsKind(
         "ram_epoch12.pth, published by the Relate-Anything-Model authors with their demo "
         "(https://huggingface.co/spaces/mmlab-ntu/relate-anything-model, file checkpoints/ram_epoch12.pth; "
         "see https://github.com/Luodian/RelateAnything), or a .safetensors head saved by relate-anything"
+    ),
+)
+SAM2_WEIGHTS = WeightsKind(
+    name="SAM 2",
+    flag="--sam2",
+    env_var=SAM2_ENV_VAR,
+    where_to_get=(
+        "a transformers SAM 2 video folder (config.json with model_type sam2_video + model.safetensors) from "
+        "https://huggingface.co/facebook/sam2.1-hiera-tiny (or sam2.1-hiera-small, sam2.1-hiera-base-plus, "
+        "sam2.1-hiera-large)"
     ),
 )
 
