@@ -46,7 +46,7 @@ def _vision_config(image_size: int) -> dict:
 
 
 def _decoder_configs(image_size: int) -> tuple[dict, dict]:
-    prompt = {"hidden_size": WIDTH, "image_size": image_size, "patch_size": 16, "mask_input_channels": 4}
+    prompt = {"hidden_size": WIDTH, "image_size": image_size, "patch_size": 16}
     decoder = {"hidden_size": WIDTH, "mlp_dim": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
     decoder["iou_head_hidden_dim"] = 32
     return prompt, decoder
@@ -128,8 +128,9 @@ def random_sam_hq(*, seed: int = 0, image_size: int = 256) -> SamHQModel:
         "image_size": image_size,
         "output_channels": 64,
         "mlp_dim": 64,
+        "num_pos_feats": 32,  # positional encodings as wide as the decoder (2 x 32)
     }
-    prompt = {"hidden_size": 64, "image_size": image_size, "mask_input_channels": 4}
+    prompt = {"hidden_size": 64, "image_size": image_size}
     decoder = {
         "hidden_size": 64,
         "mlp_dim": 64,
