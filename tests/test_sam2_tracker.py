@@ -295,3 +295,30 @@ def test_missing_weights_offline_name_flag_and_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv(weights.SAM2_ENV_VAR, str(tmp_path / "nowhere" / "sam2"))
     with pytest.raises(WeightsNotFoundError, match="does not exist"):
         Sam2VideoTracker.from_pretrained()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_tracker_matches_cpu(default_model, frames, dtype):
+    """On CUDA: masks stay on the GPU; ids equal the CPU run's, masks and tokens close to them
+    (float32 with TF32 off: tokens within 1e-3, < 1% of mask pixels differ; bfloat16: the same
+    ids, tokens within 5% relative L2 error, < 5% of mask pixels differ)."""
+    prompts = {0: {1: FIRST}, 3: {2: SECOND}}
+    cpu = run(Sam2VideoTracker(default_model, settings=Sam2TrackerSettings(chunk_size=4)), frames[:10], prompts)
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        cuda_model = random_sam2_video(object_score_bias=8.0, seed=1).to("cuda", dtype)
+        tracker = Sam2VideoTracker(cuda_model, settings=Sam2TrackerSettings(chunk_size=4))
+        gpu = run(tracker, frames[:10], {i: {k: m.cuda() for k, m in p.items()} for i, p in prompts.items()})
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+    for a, b in zip(cpu, gpu):
+        assert a.ids == b.ids and b.masks.device.type == "cuda" and b.features.dtype == torch.float32
+        differ = (a.masks != b.masks.cpu()).float().mean().item()
+        error = ((a.features - b.features.cpu()).norm() / a.features.norm()).item()
+        if dtype == torch.float32:
+            assert differ < 0.01 and torch.allclose(a.features, b.features.cpu(), atol=1e-3)
+        else:
+            assert differ < 0.05 and error < 0.05

@@ -289,3 +289,28 @@ def test_missing_student_offline_names_flag_and_env_var(tmp_path, monkeypatch):
     assert "--student" in message and STUDENT_ENV_VAR in message
     with pytest.raises(WeightsNotFoundError, match="does not exist"):
         load_student(tmp_path / "nowhere" / "sam2")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("make", [random_sam_hq, random_sam2_image])
+def test_cuda_students_match_cpu(make, photo, masks):
+    """float32 on CUDA (TF32 off): features and IoU within 1e-3 of the CPU's, < 1% of mask pixels differ."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        model = make()
+        students = [SamStudent(model) if make is random_sam_hq else Sam2Student(model)]
+        gpu_model = make().cuda()
+        students.append(SamStudent(gpu_model) if make is random_sam_hq else Sam2Student(gpu_model))
+        results = []
+        for student in students:
+            student.set_image(photo)
+            results.append(student.segment_prompts(boxes=BOXES, masks=masks, multimask_output=True))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+    cpu, gpu = results[0], results[1].to("cpu")
+    assert results[1].masks.device.type == "cuda"
+    torch.testing.assert_close(gpu.features, cpu.features, rtol=0, atol=1e-3)
+    torch.testing.assert_close(gpu.iou_predictions, cpu.iou_predictions, rtol=0, atol=1e-3)
+    assert (gpu.masks != cpu.masks).float().mean() < 0.01
