@@ -26,7 +26,7 @@ from transformers import Sam2VideoConfig, Sam2VideoModel
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
 from relate_anything.sam.sam2_ops import preprocess_square, square_mask_inputs
-from relate_anything.video.sam2 import Sam2TrackerSettings, Sam2VideoTracker, _session_stats
+from relate_anything.video.sam2 import Sam2TrackerSettings, Sam2VideoTracker, inference_session_stats
 
 HEIGHT, WIDTH = 480, 640
 
@@ -65,7 +65,7 @@ def raw_session_bytes(model, frames, prompts) -> list[int]:
             session.add_mask_inputs(session.obj_id_to_idx(obj_id), index, square_mask_inputs(mask[None], 1024))
         session.obj_with_new_inputs = list(new)
         model(inference_session=session, frame=preprocess_square(frame, image_size=1024)[0], frame_idx=index)
-        sizes.append(_session_stats(session).tensor_bytes)
+        sizes.append(inference_session_stats(session).tensor_bytes)
     return sizes
 
 

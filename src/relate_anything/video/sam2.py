@@ -62,7 +62,7 @@ from relate_anything import weights
 from relate_anything.sam.sam2_ops import capture_pointer_tokens, preprocess_square, square_mask_inputs, upscale_logits
 from relate_anything.state_dicts import load_pretrained_folder
 
-__all__ = ["SessionStats", "Sam2TrackerSettings", "Sam2VideoTracker", "TrackedMasks"]
+__all__ = ["Sam2TrackerSettings", "Sam2VideoTracker", "SessionStats", "TrackedMasks", "inference_session_stats"]
 
 # Objects whose masks are upsampled to the frame at once (bounds the transient float buffer).
 _UPSCALE_CHUNK = 16
@@ -295,7 +295,7 @@ class Sam2VideoTracker:
     def session_stats(self) -> SessionStats:
         """What the current session holds (all zero before the first object)."""
         session = self._require_clip().session
-        return SessionStats(0, 0, 0, 0) if session is None else _session_stats(session)
+        return SessionStats(0, 0, 0, 0) if session is None else inference_session_stats(session)
 
     # ------------------------------------------------------------------------------------------
     # Internals
@@ -440,7 +440,8 @@ def _prune(session: Sam2VideoInferenceSession, frame_idx: int, model: Sam2VideoM
                 del per_frame[index]
 
 
-def _session_stats(session: Sam2VideoInferenceSession) -> SessionStats:
+def inference_session_stats(session: Sam2VideoInferenceSession) -> SessionStats:
+    """`SessionStats` of any transformers SAM 2 video session (pruned by a tracker or not)."""
     frames: set[int] = set(session.processed_frames or {})
     frames.update(session.cache._vision_features)  # the cache has no public listing
     prompted: set[int] = set()
