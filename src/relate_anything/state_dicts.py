@@ -41,7 +41,7 @@ def mismatches(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.T
     ]
 
 
-def load_pretrained_folder(path: Path, classes: Mapping[str, Any], *, name: str) -> Any:
+def load_pretrained_folder(path: Path, classes: Mapping[str, Any], *, name: str, config: Any = None) -> Any:
     """A transformers `save_pretrained` folder, loaded strictly.
 
     transformers quietly builds a randomly initialised model from a folder of another model type
@@ -51,6 +51,9 @@ def load_pretrained_folder(path: Path, classes: Mapping[str, Any], *, name: str)
         path: the folder (config.json + safetensors weights).
         classes: model class to use for each accepted config `model_type`.
         name: what the model is, for messages ("SAM", "SegGPT", ...).
+        config: a config to build the model from instead of the folder's config.json (whose
+            ``model_type`` still selects the class): to load part of a larger model, e.g. SAM 2's
+            image model from a SAM 2 video folder.
     """
     if not path.is_dir():
         raise CheckpointError(f"{path}: {name} weights must be a transformers folder (config.json + model.safetensors)")
@@ -66,7 +69,8 @@ def load_pretrained_folder(path: Path, classes: Mapping[str, Any], *, name: str)
             f"{path}: config.json describes a {model_type!r} model, not {name} ({', '.join(classes)})"
         )
     try:
-        model, info = classes[model_type].from_pretrained(str(path), output_loading_info=True)
+        extra = {} if config is None else {"config": config}
+        model, info = classes[model_type].from_pretrained(str(path), output_loading_info=True, **extra)
     except (OSError, ValueError, KeyError) as error:
         raise CheckpointError(f"{path}: not a transformers {name} folder ({error})") from error
     except RuntimeError as error:  # transformers' report of tensors whose shapes differ from config.json

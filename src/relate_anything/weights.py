@@ -107,6 +107,30 @@ SEGGPT_WEIGHTS = WeightsKind(
         "https://huggingface.co/BAAI/seggpt-vit-large"
     ),
 )
+STUDENT_WEIGHTS = WeightsKind(
+    name="student segmenter (SAM, SAM-HQ or SAM 2)",
+    flag="--student-sam",
+    env_var="RELATE_ANYTHING_STUDENT_SAM",
+    default="facebook/sam-vit-base",
+    where_to_get=(
+        "a transformers folder (config.json + model.safetensors) of SAM (https://huggingface.co/facebook/sam-vit-base, "
+        "-large, -huge), SAM-HQ (https://huggingface.co/syscv-community/sam-hq-vit-base, -large, -huge) or SAM 2 "
+        "(https://huggingface.co/facebook/sam2.1-hiera-tiny, -small, -base-plus, -large), or an original "
+        "segment-anything checkpoint file such as sam_vit_b_01ec64.pth"
+    ),
+)
+SAM2_WEIGHTS = WeightsKind(
+    name="SAM 2",
+    flag="--sam2",
+    env_var="RELATE_ANYTHING_SAM2",
+    # SAM 2.1 with the smallest image encoder (38.9M parameters), in transformers' format.
+    default="facebook/sam2.1-hiera-tiny",
+    where_to_get=(
+        "a transformers SAM 2 video folder (config.json with model_type sam2_video + model.safetensors) from "
+        "https://huggingface.co/facebook/sam2.1-hiera-tiny (or sam2.1-hiera-small, sam2.1-hiera-base-plus, "
+        "sam2.1-hiera-large)"
+    ),
+)
 
 
 def resolve(reference: str | Path, kind: WeightsKind) -> Path:

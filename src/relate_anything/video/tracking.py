@@ -399,8 +399,14 @@ class SeggptTracker(Tracker):
 
 
 class Sam2Tracker(Tracker):
-    """Propagates the tracks with SAM 2's video predictor (`video.sam2.Sam2VideoTracker`): SAM's
-    masks seed it as mask prompts under the track ids; its masks get SAM's features."""
+    """Propagates the tracks with SAM 2's video predictor (`video.sam2.Sam2VideoTracker`): the
+    tracks' masks seed it as mask prompts under the track ids, it carries them from frame to
+    frame, and its masks get SAM's features (the relation head reads SAM's tokens).
+
+    A track started on a keyframe joins SAM 2 on the next frame, its keyframe mask as the prompt
+    (SAM 2 takes a frame's prompts before that frame is run, and a keyframe's new tracks are
+    known only after it): SAM 2 gives that mask back on that frame, and propagates from there.
+    """
 
     name = "sam2"
 
@@ -408,14 +414,22 @@ class Sam2Tracker(Tracker):
         super().__init__(segmenter, **options)
         self.video_tracker = video_tracker
         self._pending: dict[int, torch.Tensor] = {}
+        self._started = False
 
     def reset(self) -> None:
         super().reset()
         self._pending.clear()
         self._started = False
 
+    def update(self, index: int, pixels: np.ndarray, **options) -> TrackedFrame:
+        if not self._started:
+            self.video_tracker.start(*pixels.shape[:2])
+            self._started = True
+        return super().update(index, pixels, **options)
+
     def _propagate(self, index: int, pixels: np.ndarray, live: list[_Track]) -> SegmentationResult:
-        result = self._step(pixels)
+        new, self._pending = self._pending, {}
+        result = self.video_tracker.step(pixels, new_objects=new or None)
         rows = {track_id: k for k, track_id in enumerate(result.ids)}
         masks = [
             result.masks[rows[track.id]].to(self.segmenter.device) if track.id in rows else torch.zeros_like(track.mask)
@@ -423,16 +437,8 @@ class Sam2Tracker(Tracker):
         ]
         return self._features_of(torch.stack(masks))
 
-    def _step(self, pixels: np.ndarray):
-        if not getattr(self, "_started", False):
-            self.video_tracker.start(*pixels.shape[:2])
-            self._started = True
-        new, self._pending = self._pending, {}
-        return self.video_tracker.step(pixels, new_objects=new or None)
-
     def _observe(self, index: int, pixels: np.ndarray, ids: list[int], segments: SegmentationResult) -> None:
-        known = set(self.video_tracker.object_ids) if getattr(self, "_started", False) else set()
+        known = set(self.video_tracker.object_ids)
         for k, track_id in enumerate(ids):
             if track_id not in known:
-                # SAM 2 takes new objects as mask prompts on the frame it is given next.
                 self._pending[track_id] = segments.masks[k]
