@@ -33,6 +33,7 @@ from relate_anything.console import (
 from relate_anything.datasets.cli import app as data_app
 from relate_anything.errors import RelateAnythingError
 from relate_anything.evaluation.cli import evaluate_command
+from relate_anything.evaluation.video_cli import evaluate_video_command
 from relate_anything.serving.cli import serve_command
 from relate_anything.serving.ui_cli import ui_command
 from relate_anything.training.cli import collect_command, train_command
@@ -298,6 +299,7 @@ def _root() -> None:
 app.command("batch")(batch_command)
 app.add_typer(data_app, name="data")
 app.command("eval")(evaluate_command)
+app.command("eval-video")(evaluate_video_command)
 app.command("collect")(collect_command)
 app.command("train")(train_command)
 app.command("ui")(ui_command)
