@@ -253,15 +253,16 @@ def ground_truth_graph(
     num_frames, height, width = int(meta["num_frames"]), int(meta["height"]), int(meta["width"])
     per_object: dict[int, list[TrackFrame]] = {int(o["object_id"]): [] for o in record["objects"]}
     for t, regions in enumerate(frames):
+        boxes, areas = regions.boxes.tolist(), regions.areas.tolist()
         for position, object_id in enumerate(regions.ids.tolist()):
             if object_id in per_object:  # ids that are no object of the video are left out (check reports them)
-                x0, y0, x1, y1 = (float(v) for v in regions.boxes[position])
+                x0, y0, x1, y1 = boxes[position]
                 per_object[object_id].append(
                     TrackFrame(
                         frame=t,
                         mask=regions.masks[position],
-                        bbox=(x0, y0, x1, y1),
-                        area=int(regions.areas[position]),
+                        bbox=(float(x0), float(y0), float(x1), float(y1)),
+                        area=areas[position],
                         score=1.0,
                     )
                 )
