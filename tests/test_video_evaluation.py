@@ -188,9 +188,22 @@ def test_psg_names_are_mapped_to_pvsg():
     assert any(
         "1 of 3 predicted relations have a predicate with no ground-truth counterpart" in w for w in report["warnings"]
     )
-    beside = VideoEvalSettings(predicate_map=pvsg.PSG_TO_PVSG_PREDICATES | {"beside": "next to"})
+    beside = VideoEvalSettings(predicate_map={"beside": "next to"})
     report = _score(rows, gt, pred_tracks=psg_tracks, predicates=psg.predicates(), settings=beside)
     assert report["recall"]["R@20"] == 1.0
+    report = _score(
+        rows, gt, pred_tracks=psg_tracks, predicates=psg.predicates(), settings=VideoEvalSettings(map_psg_names=False)
+    )
+    assert report["recall"]["R@20"] == 0.0 and report["counts"]["unmapped_categories"] == {"person": 1}
+
+
+def test_names_the_ground_truth_has_are_never_mapped_away():
+    # a dataset of its own whose vocabulary has PSG's "person": the PSG -> PVSG table must not turn it into "adult"
+    vocabulary = ["person", "adult", "dog"]
+    tracks = [_track(1, "person", ADULT), _track(2, "dog", DOG), _track(3, "dog", DOG2)]
+    gt = _graph(tracks, [_relation(1, "looking at", 2, (0, 9))])
+    (result,) = score_video(gt, gt, categories=vocabulary).relations
+    assert result.labelled.rank == 0
 
 
 def test_pairing_missing_unmatched_and_mismatched_videos():

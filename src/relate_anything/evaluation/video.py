@@ -23,9 +23,9 @@ adds the hit's vIoU instead of 1 (OpenPVSG's soft dictionary). docs/video_metric
 where this follows OpenPVSG's code rather than the paper.
 
 Names: a predicted predicate or class counts under the ground truth's name it maps to: an
-explicit `predicate_map` / `category_map` entry first (the defaults map PSG names to PVSG's,
-`relate_anything.pvsg`), else itself when the ground-truth vocabulary has it; names with no
-counterpart cannot match and are counted.
+explicit `predicate_map` / `category_map` entry first, else itself when the ground-truth
+vocabulary has it, else (with `map_psg_names`) its PVSG name from `relate_anything.pvsg`'s
+PSG -> PVSG tables; names with no counterpart cannot match and are counted.
 
 Cost: mask IoUs are computed once per (predicted track, ground-truth track) pair that some
 qualifying candidate needs, one pycocotools call per frame on the RLEs.
@@ -66,17 +66,20 @@ class VideoEvalSettings:
         viou_threshold: vIoU of a hit (>=).
         weak_viou_threshold: vIoU of a weak hit (>=).
         predicate_map: predicted predicate -> ground-truth predicate, consulted before the
-            names themselves (default: `pvsg.PSG_TO_PVSG_PREDICATES`).
-        category_map: predicted class -> ground-truth class, likewise (default:
-            `pvsg.PSG_TO_PVSG_CATEGORIES`).
+            names themselves (e.g. {"beside": "next to"}).
+        category_map: predicted class -> ground-truth class, likewise.
+        map_psg_names: a predicted name the ground truth lacks is looked up in
+            `pvsg.PSG_TO_PVSG_PREDICATES` / `pvsg.PSG_TO_PVSG_CATEGORIES` (drinking -> drinking
+            from, person -> adult, ...).
     """
 
     ks: tuple[int, ...] = (20, 50, 100)
     iou_threshold: float = 0.5
     viou_threshold: float = 0.5
     weak_viou_threshold: float = 0.1
-    predicate_map: Mapping[str, str] = field(default_factory=lambda: dict(pvsg.PSG_TO_PVSG_PREDICATES))
-    category_map: Mapping[str, str] = field(default_factory=lambda: dict(pvsg.PSG_TO_PVSG_CATEGORIES))
+    predicate_map: Mapping[str, str] = field(default_factory=dict)
+    category_map: Mapping[str, str] = field(default_factory=dict)
+    map_psg_names: bool = True
 
     def __post_init__(self) -> None:
         ks = tuple(sorted({int(k) for k in self.ks}))
@@ -266,20 +269,23 @@ class _Names:
         self.mapped_predicates: dict[str, str] = {}
 
     def predicate(self, name: str) -> str | None:
-        target = self.settings.predicate_map.get(name)
-        if target is not None and target in self.predicates:
-            if target != name:
-                self.mapped_predicates[name] = target
-            return target
-        return name if name in self.predicates else None
+        target = self._lookup(name, self.settings.predicate_map, self.predicates, pvsg.PSG_TO_PVSG_PREDICATES)
+        if target is not None and target != name:
+            self.mapped_predicates[name] = target
+        return target
 
     def category(self, name: str | None) -> str | None:
         if name is None:
             return None
-        target = self.settings.category_map.get(name)
-        if target is not None and target in self.categories:
-            return target
-        return name if name in self.categories else None
+        return self._lookup(name, self.settings.category_map, self.categories, pvsg.PSG_TO_PVSG_CATEGORIES)
+
+    def _lookup(self, name: str, explicit: Mapping[str, str], vocabulary: set[str], psg_names: Mapping[str, str]):
+        if name in explicit:
+            return explicit[name] if explicit[name] in vocabulary else None
+        if name in vocabulary:
+            return name
+        target = psg_names.get(name) if self.settings.map_psg_names else None
+        return target if target in vocabulary else None
 
 
 def _check_same_clip(prediction: VideoSceneGraph, ground_truth: VideoSceneGraph) -> None:
@@ -512,9 +518,10 @@ def _protocol(settings: VideoEvalSettings) -> dict[str, Any]:
         "recall": "pooled over all ground-truth relations of all videos",
         "mean_recall": "mean over the predicates present in the ground truth",
         "soft_recall": "each hit counts its vIoU instead of 1",
+        "names": "explicit map, else the name itself, else PSG -> PVSG (relate_anything.pvsg)"
+        if settings.map_psg_names
+        else "explicit map, else the name itself",
         "predicate_map": dict(settings.predicate_map),
-        "category_map": "PSG -> PVSG (relate_anything.pvsg)"
-        if dict(settings.category_map) == pvsg.PSG_TO_PVSG_CATEGORIES
-        else dict(settings.category_map),
+        "category_map": dict(settings.category_map),
         "video_matching": "prediction key, else the stem of its video.file",
     }

@@ -64,9 +64,7 @@ def evaluate_video_command(
 
     if split not in _SPLITS:
         raise typer.BadParameter(f"expected val, train or all, got {split!r}", param_hint="--split")
-    settings = VideoEvalSettings()
-    if map_predicate:
-        settings = VideoEvalSettings(predicate_map=dict(settings.predicate_map) | _parse_maps(map_predicate))
+    settings = VideoEvalSettings(predicate_map=_parse_maps(map_predicate or []))
     try:
         predictions = load_video_graphs(pred)
         dataset = PvsgDataset(gt, split=_SPLITS[split], workers=workers)
