@@ -263,6 +263,9 @@ def test_cli_check(tiny):
     result = runner.invoke(app, ["check", str(tiny / "pvsg.json")])
     assert result.exit_code == 1
     assert "video 0001_clip, frame 0: mask PNG" in result.output and "1 problems" in result.output
+    (tiny / "pvsg.json").rename(tiny / "videos.json")  # another name: recognised by its keys
+    result = runner.invoke(app, ["check", str(tiny / "videos.json")])
+    assert result.exit_code == 1 and "video 0001_clip, frame 0: mask PNG" in result.output
 
 
 # -- writing -------------------------------------------------------------------------------------

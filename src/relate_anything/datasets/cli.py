@@ -6,6 +6,7 @@ exit code, never a traceback.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -86,10 +87,17 @@ def synth(
 
 
 def _is_pvsg(dataset: Path) -> bool:
-    """A folder holding pvsg.json (and no psg.json), or a JSON file named pvsg*.json."""
+    """A folder holding pvsg.json (and no psg.json), or a JSON file whose top level has PVSG's
+    `objects` {thing, stuff} rather than PSG's `thing_classes`."""
     if dataset.is_dir():
         return (dataset / "pvsg.json").is_file() and not (dataset / "psg.json").is_file()
-    return dataset.name.startswith("pvsg") and dataset.suffix == ".json"
+    if dataset.name.startswith("pvsg"):
+        return True
+    try:
+        meta = json.loads(dataset.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False  # the PSG reader reports it
+    return isinstance(meta, dict) and isinstance(meta.get("objects"), dict) and "thing_classes" not in meta
 
 
 def _check_pvsg(dataset: Path) -> None:
