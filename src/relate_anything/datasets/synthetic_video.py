@@ -132,18 +132,37 @@ def frame_relations(masks: np.ndarray, labels: Sequence[str], order: Sequence[in
     label_map = np.full(masks.shape[1:], count, dtype=np.int64)  # `count` = void
     for index in range(count):
         label_map[masks[index]] = index
-    supports = [_support(masks[i], label_map, count) if is_thing[i] else None for i in range(count)]
-    around = [_around(m, label_map, count) if is_thing[i] else None for i, m in enumerate(masks)]
+    frame = _Frame(
+        masks=masks,
+        labels=list(labels),
+        order=list(order),
+        is_thing=is_thing,
+        supports=[_support(masks[i], label_map, count) if is_thing[i] else None for i in range(count)],
+        around=[_around(m, label_map, count) if is_thing[i] else None for i, m in enumerate(masks)],
+    )
     triplets = []
     for a in range(count):
         if not is_thing[a] or not masks[a].any():
             continue
         for b in range(count):
             if b != a and masks[b].any():
-                predicate = _predicate(a, b, masks, labels, order, is_thing, supports, around)
+                predicate = _predicate(frame, a, b)
                 if predicate is not None:
                     triplets.append((a, b, predicate))
     return triplets
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """What the rules look at on one frame, per segment: visible masks [N, H, W], class names,
+    drawing order, thing or stuff, the segment under each thing and the one around it."""
+
+    masks: np.ndarray
+    labels: list[str]
+    order: list[int]
+    is_thing: list[bool]
+    supports: list[int | None]
+    around: list[int | None]
 
 
 def _support(mask: np.ndarray, label_map: np.ndarray, void: int) -> int | None:
@@ -164,12 +183,13 @@ def _around(mask: np.ndarray, label_map: np.ndarray, void: int) -> int | None:
     return int(values[0]) if len(values) == 1 and values[0] != void else None
 
 
-def _predicate(a, b, masks, labels, order, is_thing, supports, around) -> str | None:
-    support = supports[a]
+def _predicate(frame: _Frame, a: int, b: int) -> str | None:
+    """The first rule that holds for the ordered pair (a, b), or None."""
+    masks, labels, order, is_thing, support = frame.masks, frame.labels, frame.order, frame.is_thing, frame.supports[a]
     if support == b and (labels[b] in GROUND_LIKE or (is_thing[b] and order[b] < order[a])):
         return "standing on" if labels[a] in STANDING else "on"
     if not is_thing[b]:
-        if labels[b] not in GROUND_LIKE and around[a] == b:
+        if labels[b] not in GROUND_LIKE and frame.around[a] == b:
             return "in"
         return None
     if order[b] < order[a] and touches(masks[a], masks[b]):

@@ -196,7 +196,7 @@ def score_video(
     same_classes = np.array(
         [
             [
-                pred_class[r.subject] is not None
+                None not in (pred_class[r.subject], pred_class[r.object])
                 and pred_class[r.subject] == gt_tracks[g.subject].category
                 and pred_class[r.object] == gt_tracks[g.object].category
                 for g in ground_truth.relations
