@@ -37,6 +37,7 @@ from relate_anything.console import (
 from relate_anything.datasets.cli import app as data_app
 from relate_anything.errors import RelateAnythingError
 from relate_anything.evaluation.cli import evaluate_command
+from relate_anything.evaluation.video_cli import evaluate_video_command
 from relate_anything.serving.cli import serve_command
 from relate_anything.serving.ui_cli import ui_command
 from relate_anything.settings import SegmentSettings
@@ -249,6 +250,7 @@ def _root() -> None:
 app.command("batch", epilog=EXIT_CODES_HELP)(batch_command)
 app.add_typer(data_app, name="data")
 app.command("eval", epilog=EXIT_CODES_HELP)(evaluate_command)
+app.command("eval-video", epilog=EXIT_CODES_HELP)(evaluate_video_command)
 app.command("collect", epilog=EXIT_CODES_HELP)(collect_command)
 app.command("train", epilog=EXIT_CODES_HELP)(train_command)
 app.command("ui", epilog=EXIT_CODES_HELP)(ui_command)

@@ -1,4 +1,4 @@
-"""`relate-anything data ...`: check a PSG-format dataset, or write a synthetic one.
+"""`relate-anything data ...`: check a PSG- or PVSG-format dataset, or write a synthetic one.
 
 A thin shell over `relate_anything.datasets`; errors the user can fix are one message and an
 exit code, never a traceback.
@@ -6,6 +6,7 @@ exit code, never a traceback.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,7 @@ from relate_anything.console import fail, stdout
 from relate_anything.errors import RelateAnythingError
 
 app = typer.Typer(
-    help="PSG-format datasets: check one, or write a synthetic one.",
+    help="PSG (image) and PVSG (video) datasets: check one, or write a synthetic one.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -25,7 +26,8 @@ app = typer.Typer(
 @app.command()
 def check(
     dataset: Annotated[
-        Path, typer.Argument(help="Folder holding psg.json (or the JSON file itself).", show_default=False)
+        Path,
+        typer.Argument(help="Folder holding psg.json or pvsg.json (or the JSON file itself).", show_default=False),
     ],
     images_root: Annotated[
         Path | None,
@@ -36,8 +38,12 @@ def check(
         typer.Option(help="Folder pan_seg_file_name is relative to (default: the images root).", show_default=False),
     ] = None,
 ) -> None:
-    """List every problem of a PSG dataset, one line per problem. Exit code 0: none; 1: some."""
+    """List every problem of a PSG or PVSG dataset, one line per problem. Exit code 0: none; 1: some."""
     from relate_anything.datasets.psg import check_records, psg_paths, read_psg_json
+
+    if _is_pvsg(dataset):
+        _check_pvsg(dataset)
+        return
 
     try:
         json_path, images, panoptic = psg_paths(dataset, images_root=images_root, panoptic_root=panoptic_root)
@@ -78,3 +84,65 @@ def synth(
     stdout.print(
         f"wrote {path}: {images} images ({len(meta['test_image_ids'])} test), {relations} relations", markup=False
     )
+
+
+def _is_pvsg(dataset: Path) -> bool:
+    """A folder holding pvsg.json (and no psg.json), or a JSON file whose top level has PVSG's
+    `objects` {thing, stuff} rather than PSG's `thing_classes`."""
+    if dataset.is_dir():
+        return (dataset / "pvsg.json").is_file() and not (dataset / "psg.json").is_file()
+    if dataset.name.startswith("pvsg"):
+        return True
+    try:
+        meta = json.loads(dataset.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False  # the PSG reader reports it
+    return isinstance(meta, dict) and isinstance(meta.get("objects"), dict) and "thing_classes" not in meta
+
+
+def _check_pvsg(dataset: Path) -> None:
+    from relate_anything.datasets.pvsg import check_pvsg, read_pvsg_json
+
+    try:
+        meta = read_pvsg_json(dataset)
+        problems = check_pvsg(dataset)
+    except RelateAnythingError as error:
+        fail(error)
+    for problem in problems:
+        stdout.print(str(problem), markup=False)
+    videos = [v for v in meta["data"] if isinstance(v, dict)]
+    relations = sum(len(v["relations"]) for v in videos if isinstance(v.get("relations"), list))
+    stdout.print(f"{len(meta['data'])} videos, {relations} relations, {len(problems)} problems", markup=False)
+    if problems:
+        raise typer.Exit(code=1)
+
+
+@app.command("synth-video")
+def synth_video(
+    out: Annotated[
+        Path, typer.Option(help="Folder to write pvsg.json and synthetic/{masks,videos}/ to.", show_default=False)
+    ],
+    videos: Annotated[int, typer.Option(min=1, help="Number of clips (about 20% go to the val split).")] = 4,
+    frames: Annotated[int, typer.Option(min=2, help="Sampled frames per clip.")] = 30,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed: the same seed writes the same files.")] = 0,
+    width: Annotated[int, typer.Option(min=64, help="Frame width in pixels.")] = 320,
+    height: Annotated[int, typer.Option(min=64, help="Frame height in pixels.")] = 240,
+    fps: Annotated[float, typer.Option(min=0.1, help="Frame rate of the clips (PVSG: 5).")] = 5.0,
+    no_videos: Annotated[
+        bool, typer.Option("--no-videos", help="Write pvsg.json and the mask PNGs only, not the clips.")
+    ] = False,
+) -> None:
+    """Write a synthetic PVSG dataset of moving shapes whose relations follow from their geometry."""
+    from relate_anything.datasets.pvsg import read_pvsg_json
+    from relate_anything.datasets.synthetic_video import make_synthetic_pvsg
+
+    try:
+        path = make_synthetic_pvsg(
+            out, videos=videos, frames=frames, seed=seed, size=(width, height), fps=fps, write_videos=not no_videos
+        )
+    except RelateAnythingError as error:
+        fail(error)
+    meta = read_pvsg_json(path)
+    relations = sum(len(v["relations"]) for v in meta["data"])
+    val = sum(len(parts.get("val", [])) for parts in meta["split"].values())
+    stdout.print(f"wrote {path}: {videos} videos of {frames} frames ({val} val), {relations} relations", markup=False)
