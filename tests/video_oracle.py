@@ -30,6 +30,16 @@ class Scene:
     width: int
 
 
+def scene_of(graph) -> Scene:
+    """The `Scene` of a ground-truth `VideoSceneGraph` (e.g. a synthetic PVSG clip): per frame,
+    each track's mask under its id."""
+    frames = [{} for _ in range(graph.num_frames)]
+    for track in graph.tracks:
+        for item in track.frames:
+            frames[item.frame][track.id] = item.decode()
+    return Scene(frames, graph.height, graph.width)
+
+
 def moving_boxes(frames: int = 24, height: int = 60, width: int = 80) -> Scene:
     """Four objects: 0 moves right, 1 moves left across 0 and in front of it (occludes it), 2
     enters at frame 6, 3 leaves at frame 10 and comes back at frame 13 (a 2-frame absence); a
@@ -76,6 +86,15 @@ class OracleSegmenter:
 
     def set_frame(self, t: int) -> None:
         self.frame = t
+
+    # The pipeline's batched-encoder calls: an "embedding" is the frame's index, in call order.
+    def embed_images(self, images) -> list[int]:
+        start = getattr(self, "_embedded", 0)
+        self._embedded = start + len(images)
+        return list(range(start, start + len(images)))
+
+    def set_embedding(self, embedding: int) -> None:
+        self.set_frame(embedding)
 
     def _result(self, object_ids: list[int | None]) -> SegmentationResult:
         truth = self.scene.frames[self.frame]

@@ -23,7 +23,7 @@ collect) describes the pipeline it wants with one and calls `build(device)`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,9 @@ from relate_anything.scene_graph import Relation, SceneGraph
 if TYPE_CHECKING:
     from relate_anything.naming import Detector, Labeler, Vocabulary
     from relate_anything.seggpt import Example, ExampleSegmenter
+    from relate_anything.video.pipeline import VideoRequest, VideoRun
+    from relate_anything.video.sam2 import Sam2VideoTracker
+    from relate_anything.video_scene_graph import VideoSceneGraph
 
 __all__ = ["PipelineSpec", "RelateAnything", "check_prompt"]
 
@@ -63,7 +66,10 @@ class RelateAnything:
             is no detector.
         vocabulary: the names the labeler chooses from when a call gives none (None: PSG's 133).
         detector: a text-conditioned detector (OWLv2) for `find`, whose boxes prompt SAM.
-        example_segmenter: SegGPT, for segments like the `examples` of a call.
+        example_segmenter: SegGPT, for segments like the `examples` of a call (and the video
+            tracker "seggpt").
+        video_tracker: SAM 2's video predictor (`video.sam2.Sam2VideoTracker`), for the video
+            tracker "sam2".
 
     Example:
         >>> pipeline = RelateAnything.from_pretrained(device="cuda")
@@ -82,6 +88,7 @@ class RelateAnything:
         vocabulary: Vocabulary | None = None,
         detector: Detector | None = None,
         example_segmenter: ExampleSegmenter | None = None,
+        video_tracker: Sam2VideoTracker | None = None,
     ) -> None:
         if relation_head.config.feature_dim != segmenter.feature_dim:
             raise CheckpointError(
@@ -96,6 +103,7 @@ class RelateAnything:
         self.vocabulary = vocabulary
         self.detector = detector
         self.example_segmenter = example_segmenter
+        self.video_tracker = video_tracker
 
     @classmethod
     def from_pretrained(
@@ -264,6 +272,33 @@ class RelateAnything:
             for relation in self._relations(features, self._top_k(top_k), None)
         ]
         return regions.with_relations(relations)
+
+    def video_run(
+        self,
+        source: str | Path | Iterable[np.ndarray],
+        request: VideoRequest | None = None,
+        *,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> VideoRun:
+        """A clip through the pipeline, frame by frame: iterate the returned `VideoRun` for the
+        per-frame `SceneGraph`s as they are ready (segment ids are track ids), then call its
+        `result()` for the clip's `VideoSceneGraph`.
+
+        Args:
+            source: a video file (MP4, MOV, WebM, AVI, ...), a folder or glob of frames, or an
+                iterable of RGB uint8 frames [H, W, 3].
+            request: tracker, sampling, tracking, interval, prompt and naming choices
+                (`video.pipeline.VideoRequest`).
+            progress: called with (frames done, frames expected or None) after each frame.
+        """
+        from relate_anything.video.pipeline import video_run
+
+        return video_run(self, source, request, progress=progress)
+
+    def video(self, source: str | Path | Iterable[np.ndarray], request: VideoRequest | None = None) -> VideoSceneGraph:
+        """The `VideoSceneGraph` of a clip: tracks with one id each through the clip, relations
+        with the sampled-frame intervals where they hold (see `video_run`)."""
+        return self.video_run(source, request).result()
 
     # ------------------------------------------------------------------------------------------
     # Internals
@@ -438,7 +473,9 @@ class PipelineSpec:
         vocabulary: the labeler's names: "psg", "dog,stick,sand", or a file with one name a line
             (None: PSG's 133 classes).
         detector: OWLv2 weights for finding by text (None: no detector).
-        seggpt: SegGPT weights for segmenting by example (None: no example segmenter).
+        seggpt: SegGPT weights for segmenting by example and the "seggpt" video tracker (None:
+            no example segmenter).
+        sam2: SAM 2 video weights for the "sam2" video tracker (None: no SAM 2).
         points_per_batch: grid points decoded together (memory vs speed).
         decoder: SAM's mask decoder: "fast" or "transformers" (the same outputs; see `Segmenter`).
     """
@@ -453,6 +490,7 @@ class PipelineSpec:
     vocabulary: str | None = None
     detector: str | None = None
     seggpt: str | None = None
+    sam2: str | None = None
     points_per_batch: int = 256
     decoder: str = "fast"
 
@@ -500,7 +538,7 @@ class PipelineSpec:
         ram_path = weights.resolve(weights.RAM_WEIGHTS.reference(self.ram), weights.RAM_WEIGHTS)
         segmenter = self.build_segmenter(device, embedding_cache_size=embedding_cache_size)
         relation_head = RelationHead.from_checkpoint(ram_path).to(device)
-        labeler = detector = example_segmenter = None
+        labeler = detector = example_segmenter = video_tracker = None
         if self.labeler is not None:
             from relate_anything.naming import Labeler
 
@@ -514,6 +552,10 @@ class PipelineSpec:
             from relate_anything.seggpt import ExampleSegmenter
 
             example_segmenter = ExampleSegmenter.from_pretrained(self.seggpt, device=device)
+        if self.sam2 is not None:
+            from relate_anything.video.sam2 import Sam2VideoTracker
+
+            video_tracker = Sam2VideoTracker.from_pretrained(self.sam2, device=device, dtype=parse_dtype(self.dtype))
         return RelateAnything(
             segmenter,
             relation_head,
@@ -523,6 +565,7 @@ class PipelineSpec:
             vocabulary=vocabulary,
             detector=detector,
             example_segmenter=example_segmenter,
+            video_tracker=video_tracker,
         )
 
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import TypeVar
 
-__all__ = ["prefetched"]
+__all__ = ["iterated_ahead", "prefetched"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,3 +45,52 @@ def prefetched(
             for following in islice(items, 1):
                 pending.append((following, pool.submit(guarded, following)))
             yield item, future.result()
+
+
+_DONE = object()
+
+
+def iterated_ahead(items: Iterable[T], *, ahead: int = 2) -> Iterator[T]:
+    """The items of `items` in order, produced by a background thread at most `ahead` items
+    ahead: for an iterator whose `next` is the slow part (a video decoder). An exception the
+    iteration raises is raised here, after the items before it. Closing this iterator early
+    stops the thread at its next item."""
+    import queue
+    import threading
+
+    buffer: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as error:  # handed to the consumer, after the items before it
+            buffer.put(error)
+            return
+        buffer.put(_DONE)
+
+    thread = threading.Thread(target=produce, name="iterate-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)

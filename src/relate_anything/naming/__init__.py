@@ -27,6 +27,7 @@ __all__ = [
     "VocabularyEntry",
     "VocabularyError",
     "find_segments",
+    "phrase_scores",
     "matches",
     "psg_readable_name",
     "query",
@@ -37,6 +38,7 @@ _LAZY = {
     "Detector": "relate_anything.naming.find",
     "Detection": "relate_anything.naming.find",
     "find_segments": "relate_anything.naming.find",
+    "phrase_scores": "relate_anything.naming.find",
 }
 
 

@@ -26,7 +26,7 @@ from relate_anything.sam.ops import nms
 from relate_anything.scene_graph import SceneGraph
 from relate_anything.weights import DETECTOR_WEIGHTS
 
-__all__ = ["Detection", "Detector", "find_segments"]
+__all__ = ["Detection", "Detector", "find_segments", "phrase_scores"]
 
 
 def find_segments(
@@ -58,15 +58,21 @@ def find_segments(
     """
     if not graph.segments:
         return []
-    entry = VocabularyEntry.from_name(phrase)
     regions = labeler.embed_regions(image, graph) if region_embeddings is None else region_embeddings
     if len(regions) != len(graph.segments):
         raise ValueError(f"region_embeddings has {len(regions)} rows for {len(graph.segments)} segments")
-    text = torch.nn.functional.normalize(labeler.embed_texts(list(entry.prompts)).mean(dim=0, keepdim=True), dim=-1)
-    logits = labeler.alignment(regions, text)[:, 0]
-    scores = logits.sigmoid() if labeler.family == "siglip" else logits.softmax(dim=0)
+    scores = phrase_scores(labeler, regions, phrase)
     order = torch.sort(scores, descending=True, stable=True).indices.tolist()
     return [(graph.segments[i].id, round(float(scores[i]), 6)) for i in order]
+
+
+def phrase_scores(labeler: Labeler, region_embeddings: torch.Tensor, phrase: str) -> torch.Tensor:
+    """[N] how well each of N embedded regions matches `phrase` (see `find_segments` for the
+    scores of each model family); regions may be segments of a photo or tracks of a clip."""
+    entry = VocabularyEntry.from_name(phrase)
+    text = torch.nn.functional.normalize(labeler.embed_texts(list(entry.prompts)).mean(dim=0, keepdim=True), dim=-1)
+    logits = labeler.alignment(region_embeddings, text)[:, 0]
+    return logits.sigmoid() if labeler.family == "siglip" else logits.softmax(dim=0)
 
 
 class Detection(NamedTuple):
