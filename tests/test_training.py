@@ -48,6 +48,16 @@ TINY_HEAD = RelationHeadConfig(
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription, which made
+    # these tests ~10x slower. (The DDP test's workers set their own.)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_config(**overrides) -> TrainConfig:
     values = dict(
         epochs=2,
