@@ -192,6 +192,28 @@ def test_t_squared_keeps_the_soft_gradient_size_across_temperatures(kind):
     assert g40.norm() > 1e-3
 
 
+@pytest.mark.parametrize("kind", ["multi_label_ce", "bce"])
+def test_the_distillation_term_is_minimal_at_the_teachers_logits(kind):
+    """Pure distillation (no hard labels) has its minimum where the student equals the teacher, for
+    both losses and any T: multi-label CE couples all entries in its logs, and still does."""
+    z = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(3)) * 3
+    valid = ~torch.eye(4, dtype=torch.bool).expand(2, 1, 4, 4)
+    unlabelled = torch.zeros(2, dtype=torch.bool)
+
+    def loss(s: torch.Tensor) -> torch.Tensor:
+        return teacher_distillation_loss(
+            s, torch.zeros_like(s), z, unlabelled, valid, kind=kind, weight=1.0, temperature=2.0
+        )
+
+    s = z.clone().requires_grad_()
+    at_teacher = loss(s)
+    at_teacher.backward()
+    assert s.grad[valid.expand_as(z)].abs().max() < 1e-6  # a stationary point of a convex loss
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(5):
+        assert loss(z + 0.3 * torch.randn(z.shape, generator=gen)) > at_teacher + 1e-4
+
+
 # ---------------------------------------------------------------------------------------------
 # Teacher agreement
 
@@ -453,7 +475,7 @@ def test_teacher_mode_errors(distill_caches, tmp_path):
     make_synthetic_feature_cache(tmp_path / "psg", images=4, feature_dim=32, num_predicates=8, active_predicates=2)
     with pytest.raises(RelateAnythingError, match="4 of the 4 images .* have none"):
         train(tmp_path / "psg", None, config=distill_config())
-    with pytest.raises(RelateAnythingError, match="set teacher_weight > 0"):
+    with pytest.raises(RelateAnythingError, match="teacher logits; train on them with teacher_weight > 0"):
         train(train_dir, None, config=distill_config(teacher_weight=0.0))
     with pytest.raises(RelateAnythingError, match=r"score \[8\] predicates, but the head scores 56"):
         train(train_dir, None, config=distill_config(head=replace(STUDENT_HEAD, num_predicates=56)))

@@ -100,9 +100,10 @@ def soft_targets(teacher_logits: Tensor, temperature: float, kind: LossName) -> 
     """A teacher's soft labels at temperature T, float32 in (0, 1).
 
     BCE: sigmoid(z / T), the usual tempered distillation target (the BCE optimum is s / T = z / T).
-    Multi-label CE: sigmoid(2 z / T), because that loss's optimum for a lone entry is
-    s = logit(t) / 2; so a student equal to the teacher is a stationary point of the distillation
-    term (for a lone entry), as with BCE.
+    Multi-label CE: sigmoid(2 z / T). With t = sigmoid(2 x) the two terms of an entry are equal,
+    (1 - t) e^x = t e^-x, so at s / T = z / T the gradients of the loss's two logs cancel entry by
+    entry: a student equal to the teacher is the minimum of the (convex) distillation term over
+    all entries at once, as with BCE.
     """
     scale = 2.0 if kind == "multi_label_ce" else 1.0
     return torch.sigmoid(teacher_logits.float() * (scale / temperature))

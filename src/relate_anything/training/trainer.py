@@ -439,7 +439,7 @@ def train(
     elif len(train_cache) == 0:
         unfiltered = FeatureCache(train_cache.directory)
         hint = (
-            ": its images carry teacher logits, set teacher_weight > 0 to learn from them"
+            ": its images carry teacher logits; train on them with teacher_weight > 0 (`relate-anything distill`)"
             if any(unfiltered.has_teacher_logits(i) for i in range(len(unfiltered)))
             else ""
         )
