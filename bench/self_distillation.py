@@ -15,7 +15,8 @@ predicate of its pair with probability `--label-noise`. The held-out cache has c
 Training: the trainer's defaults (RAM's recipe: AdamW, weight decay 0.05, 12 epochs, lr x0.1 at
 epochs 6 and 10, multi-label CE, gradient clipping at 0.01, EMA decay 0.999) except a small head
 (hidden 128, 2 layers, 2 heads, 64-d projections), lr 1e-3 and batch size 8 (the best of
-lr 1e-4 / 1e-3 / 3e-3 for the arm without distillation, on seed 1; 320 images take 480 steps).
+lr 1e-4 / 1e-3 / 3e-3 for the arm without distillation, on a pilot cache of rule seed 0, which is
+none of the seeds below; 320 images take 480 steps).
 Every arm of a seed trains on the same cache from the same initialisation and data order, so the
 differences between arms are paired.
 
