@@ -15,6 +15,7 @@ from PIL import Image
 
 from relate_anything import psg
 from relate_anything.errors import RelateAnythingError
+from relate_anything.masks import mask_ious
 from relate_anything.ram import RelationHead, RelationHeadConfig
 from relate_anything.sam import SegmentationResult
 from relate_anything.scene_graph import Relation, SceneGraph
@@ -25,7 +26,6 @@ from relate_anything.training import (
     TrainConfig,
     collect,
     make_synthetic_feature_cache,
-    mask_ious,
     match_masks,
     rewrite_relations,
     train,
@@ -46,6 +46,16 @@ TINY_HEAD = RelationHeadConfig(
     type_vocab_size=1,
     dropout=0.0,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription, which made
+    # these tests ~10x slower. (The DDP test's workers set their own.)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_config(**overrides) -> TrainConfig:
@@ -78,7 +88,9 @@ def test_mask_ious_equal_brute_force():
     a = torch.rand(5, 17, 13, generator=gen) > 0.5
     b = torch.rand(4, 17, 13, generator=gen) > 0.7
     b[0] = False  # an empty mask
-    expected = torch.tensor([[float((x & y).sum()) / max(float((x | y).sum()), 1) for y in b] for x in a])
+    expected = torch.tensor(
+        [[float((x & y).sum()) / max(float((x | y).sum()), 1) for y in b] for x in a], dtype=torch.float64
+    )
     torch.testing.assert_close(mask_ious(a, b), expected)
 
 
@@ -480,4 +492,4 @@ def test_train_command_reports_errors_without_traceback(tmp_path):
     assert result.exit_code == 2
     assert "feature cache not found" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, ["train", str(tmp_path), "--loss", "hinge"])
-    assert result.exit_code == 1 and "loss must be" in result.output
+    assert result.exit_code == 2 and "loss must be" in result.output

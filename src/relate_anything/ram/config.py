@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import PurePath
 from typing import Any
 
 from transformers import BertConfig
+
+from relate_anything.errors import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,11 @@ class RelationHeadConfig:
         fc_layer_norm_eps: epsilon of the LayerNorms after fc_input and fc_output (the authors use
             `nn.LayerNorm`'s default).
         dropout: BERT's hidden and attention dropout, active in training mode only.
+        segmenter: the segmenter whose mask tokens the head was trained on, as given to the
+            trainer (a hub id such as "facebook/sam-vit-base", or a folder name); None: not
+            recorded (the published `ram_epoch12.pth`, trained on SAM ViT-H tokens, and heads saved
+            before this field existed). Provenance only: it does not change the architecture, but
+            `check_tokens` uses it to name both sides of a mismatch.
     """
 
     feature_dim: int = 256
@@ -42,8 +50,11 @@ class RelationHeadConfig:
     layer_norm_eps: float = 1e-12
     fc_layer_norm_eps: float = 1e-5
     dropout: float = 0.1
+    segmenter: str | None = None
 
     def __post_init__(self) -> None:
+        if self.segmenter is not None and not (isinstance(self.segmenter, str) and self.segmenter):
+            raise ValueError(f"segmenter must be a non-empty string or None, got {self.segmenter!r}")
         sizes = {k: v for k, v in asdict(self).items() if isinstance(v, int)}
         bad = [k for k, v in sizes.items() if v < 1]
         if bad:
@@ -60,8 +71,42 @@ class RelationHeadConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RelationHeadConfig:
-        """Inverse of `to_dict`; unknown keys raise `TypeError`."""
+        """Inverse of `to_dict`; unknown keys raise `TypeError`. Dicts written before a field
+        existed (e.g. `segmenter`) get its default."""
         return cls(**values)
+
+    def check_tokens(
+        self, *, feature_dim: int, segmenter: str | None = None, head: str = "the relation head"
+    ) -> str | None:
+        """Whether this head can score the mask tokens of `segmenter`.
+
+        Args:
+            feature_dim: the width of the segmenter's mask tokens (SAM's mask decoder: 256).
+            segmenter: the segmenter's name (hub id or folder), for the messages.
+            head: how to name the head in the messages (e.g. its file).
+
+        Returns:
+            None when the head fits; a warning when both sides name a segmenter and the names
+            differ (last path component, case-insensitive) although the widths agree: the head
+            runs, but on tokens it was not trained on.
+
+        Raises:
+            CheckpointError: the widths differ; the message names both segmenters and widths.
+        """
+        trained_on = self.segmenter or "a segmenter it does not record (RAM's published head: SAM ViT-H)"
+        given = segmenter or "the segmenter"
+        if feature_dim != self.feature_dim:
+            raise CheckpointError(
+                f"{head} was trained on {self.feature_dim}-d mask tokens of {trained_on}, but {given} gives "
+                f"{feature_dim}-d tokens: use a head trained for {given} (e.g. one distilled from RAM with "
+                "`relate-anything distill`), or the segmenter the head was trained for"
+            )
+        if self.segmenter is not None and segmenter is not None and _name(self.segmenter) != _name(segmenter):
+            return (
+                f"{head} was trained on mask tokens of {self.segmenter}, not of {segmenter}; it runs (both are "
+                f"{feature_dim}-d) but its relations may be poor"
+            )
+        return None
 
     def bert_config(self, attn_implementation: str) -> BertConfig:
         """The transformers `BertConfig` of the encoder part."""
@@ -79,3 +124,9 @@ class RelationHeadConfig:
             layer_norm_eps=self.layer_norm_eps,
             attn_implementation=attn_implementation,
         )
+
+
+def _name(segmenter: str) -> str:
+    """The last path component, lower case: "facebook/sam-vit-base" and "/models/SAM-ViT-Base/" give
+    "sam-vit-base"."""
+    return PurePath(segmenter.rstrip("/\\")).name.lower()

@@ -1,8 +1,10 @@
 """Training the RAM relation head as RAM does: collect SAM features matched to the ground truth
-into a resumable cache, then train on it (one GPU or many with torchrun).
+into a resumable cache, then train on it (one GPU or many with torchrun). Or distil: a cache whose
+images also hold a teacher's relation logits trains a head for another segmenter's tokens.
 
     >>> stats = collect(PsgDataset("data/psg", split="train"), segmenter, "feats/train")
     >>> result = train("feats/train", "feats/test", config=TrainConfig(checkpoint_dir=Path("runs/ram")))
+    >>> student = train("distill/train", "distill/val", config=TrainConfig(teacher_weight=1.0, teacher_temperature=2.0))
 """
 
 import importlib
@@ -21,10 +23,14 @@ _EXPORTS = {
     "MaskMatch": "matching",
     "match_masks": "matching",
     "rewrite_relations": "matching",
+    "make_synthetic_distillation_cache": "synthetic_features",
     "make_synthetic_feature_cache": "synthetic_features",
+    "synthetic_teacher": "synthetic_features",
+    "teacher_distillation_loss": "losses",
     "TrainConfig": "trainer",
     "TrainResult": "trainer",
     "evaluate": "trainer",
+    "evaluate_agreement": "trainer",
     "train": "trainer",
 }
 
@@ -47,8 +53,12 @@ __all__ = [
     "TrainResult",
     "collect",
     "evaluate",
+    "evaluate_agreement",
+    "make_synthetic_distillation_cache",
     "make_synthetic_feature_cache",
     "match_masks",
     "rewrite_relations",
+    "synthetic_teacher",
+    "teacher_distillation_loss",
     "train",
 ]

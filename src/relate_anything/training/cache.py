@@ -1,16 +1,33 @@
-"""The on-disk feature cache the relation head trains on: SAM features and relations per image.
+"""The on-disk feature cache the relation head trains on: SAM features and relations per image,
+and optionally a teacher's relation logits (distillation).
 
 A cache is a folder of shards. Shard `NAME` is three files:
 
     NAME.safetensors   features [sum N, D] (float16 or float32), relations [sum R, 3] int64
                        (subject mask, object mask, predicate), matched_gt [sum N] int64 (the
-                       ground-truth segment index each mask was matched to, -1 if none)
+                       ground-truth segment index each mask was matched to, -1 if none), and,
+                       only when some image of the shard has them, teacher_logits
+                       [sum P_k N_k^2] float16: each such image's [P, N, N] teacher logits, flat
+                       in C order ([r, i, j] scores "mask i <predicate r> mask j", as the head's)
     NAME.masks.json    {"masks": [[rle, ...] per image]}: each image's SAM masks, COCO RLE
-    NAME.json          the index, and the commit marker: {"format", "images": [{"image_id",
-                       "file", "height", "width", "num_masks", "num_relations", "gt_relations"}]}
+    NAME.json          the index, and the commit marker: {"format", "segmenter", "images":
+                       [{"image_id", "file", "height", "width", "num_masks", "num_relations",
+                       "gt_relations", "teacher_predicates"}]}
 
 Rows of image k are the k-th slices in image order (`num_masks`, `num_relations` give the
-lengths). Every file is written to a temporary name and moved into place with `os.replace`, the
+lengths; image k's teacher block has `teacher_predicates` * `num_masks`^2 entries, 0 when it has
+none).
+
+Versions (the index's and the safetensors metadata's "format"):
+- v1: no teacher logits, no "segmenter", no "teacher_predicates". Still read: its images have no
+  teacher logits and its segmenter is unknown.
+- v2 (written now): adds the optional teacher logits, "teacher_predicates" per image and
+  "segmenter" per shard (the segmenter whose mask tokens the features are, e.g.
+  "facebook/sam-vit-base" or a folder name; null if not recorded).
+
+Teacher logits take 2 P N^2 bytes an image (PSG's 56 predicates: 0.28 MB at N = 50 masks,
+1.1 MB at N = 100), so they are not kept in memory: each access reads its image's slice from the
+memory-mapped shard. Every file is written to a temporary name and moved into place with `os.replace`, the
 index last: a shard exists for readers only once its index does, so a crash at any point leaves
 either a complete shard or nothing visible (stray data files of an uncommitted shard are
 ignored and later overwritten).
@@ -29,7 +46,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from relate_anything.atomic import write_atomically, write_text_atomically
 from relate_anything.errors import UsageError
@@ -37,7 +55,12 @@ from relate_anything.scene_graph import decode_mask
 
 __all__ = ["CacheError", "CachedImage", "FeatureCache", "ImageRecord", "ShardWriter", "committed_image_ids"]
 
-FORMAT = "relate-anything/feature-cache/v1"
+FORMAT = "relate-anything/feature-cache/v2"
+FORMAT_V1 = "relate-anything/feature-cache/v1"
+READABLE_FORMATS = (FORMAT_V1, FORMAT)
+# float16's largest finite value: teacher logits beyond it are clipped (a sigmoid there is 0 or 1).
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+_KEPT_TENSORS = ("features", "relations", "matched_gt")
 _SHARD_NAME = re.compile(r"^shard-r(\d+)-(\d{6})$")
 
 
@@ -59,6 +82,8 @@ class ImageRecord:
         file: the image's relative path in its dataset, if any.
         height, width: the image's size (0 if unknown).
         gt_relations: number of ground-truth relations before rewriting (to report the fraction kept).
+        teacher_logits: [P, N, N] float, a teacher's relation logits over these N masks (P = 56
+            for RAM), or None. Stored as float16 (clipped to +-65504).
     """
 
     image_id: str
@@ -70,6 +95,7 @@ class ImageRecord:
     height: int = 0
     width: int = 0
     gt_relations: int | None = None
+    teacher_logits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.features)
@@ -84,6 +110,13 @@ class ImageRecord:
             self.matched_gt = np.full(n, -1, dtype=np.int64)
         if self.gt_relations is None:
             self.gt_relations = len(self.relations)
+        if self.teacher_logits is not None:
+            self.teacher_logits = np.asarray(self.teacher_logits)
+            shape = self.teacher_logits.shape
+            if self.teacher_logits.ndim != 3 or shape[0] < 1 or shape[1:] != (n, n):
+                raise ValueError(f"image {self.image_id}: teacher_logits must be [P, {n}, {n}], got {list(shape)}")
+            if not np.isfinite(self.teacher_logits).all():
+                raise ValueError(f"image {self.image_id}: teacher_logits hold NaN or infinite values")
 
 
 class ShardWriter:
@@ -94,10 +127,22 @@ class ShardWriter:
         shard_size: images per shard; a crash loses at most the uncommitted images.
         rank: the writer's rank, part of the shard names.
         feature_dtype: torch.float16 (half the disk) or torch.float32.
+        segmenter: the segmenter whose mask tokens the features are (hub id or folder name),
+            recorded in every shard; the trainer copies it into the heads it saves.
+
+    Raises:
+        CacheError: `segmenter` differs from the one recorded by the folder's committed shards
+            (features of two segmenters must not be mixed in one cache).
     """
 
     def __init__(
-        self, directory: str | Path, *, shard_size: int = 256, rank: int = 0, feature_dtype: torch.dtype = torch.float16
+        self,
+        directory: str | Path,
+        *,
+        shard_size: int = 256,
+        rank: int = 0,
+        feature_dtype: torch.dtype = torch.float16,
+        segmenter: str | None = None,
     ) -> None:
         if shard_size < 1:
             raise ValueError("shard_size must be positive")
@@ -108,6 +153,14 @@ class ShardWriter:
         self.shard_size = shard_size
         self.rank = rank
         self.feature_dtype = feature_dtype
+        self.segmenter = segmenter
+        if segmenter is not None:
+            recorded = _recorded_segmenters(self.directory) - {segmenter}
+            if recorded:
+                raise CacheError(
+                    f"{self.directory} holds features of {', '.join(sorted(recorded))}, not {segmenter}: "
+                    "write to another folder"
+                )
         self._buffer: list[ImageRecord] = []
         used = [
             int(m.group(2))
@@ -136,6 +189,10 @@ class ShardWriter:
             "relations": torch.from_numpy(np.concatenate([r.relations for r in records])).long(),
             "matched_gt": torch.from_numpy(np.concatenate([np.asarray(r.matched_gt) for r in records])).long(),
         }
+        teacher = [r.teacher_logits for r in records if r.teacher_logits is not None]
+        if teacher:
+            flat = np.concatenate([np.clip(t, -_FLOAT16_MAX, _FLOAT16_MAX).reshape(-1) for t in teacher])
+            tensors["teacher_logits"] = torch.from_numpy(flat.astype(np.float16))
         write_atomically(
             self.directory / f"{name}.safetensors",
             lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}),
@@ -144,6 +201,7 @@ class ShardWriter:
         write_text_atomically(self.directory / f"{name}.masks.json", json.dumps(masks))
         index = {
             "format": FORMAT,
+            "segmenter": self.segmenter,
             "images": [
                 {
                     "image_id": r.image_id,
@@ -153,6 +211,7 @@ class ShardWriter:
                     "num_masks": len(r.features),
                     "num_relations": len(r.relations),
                     "gt_relations": int(r.gt_relations),
+                    "teacher_predicates": 0 if r.teacher_logits is None else len(r.teacher_logits),
                 }
                 for r in records
             ],
@@ -184,58 +243,85 @@ def committed_image_ids(directory: str | Path) -> set[str]:
 
 
 def _read_index(path: Path) -> dict[str, Any]:
+    """A shard's index, upgraded to v2's fields (a v1 shard: no segmenter, no teacher logits)."""
     try:
         index = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise CacheError(f"damaged feature-cache index {path}: {error}") from error
-    if index.get("format") != FORMAT:
-        raise CacheError(f"{path} is not a relate-anything feature-cache index (format {index.get('format')!r})")
+    if index.get("format") not in READABLE_FORMATS:
+        raise CacheError(
+            f"{path} is not a relate-anything feature-cache index this version reads (format "
+            f"{index.get('format')!r}; readable: {', '.join(READABLE_FORMATS)})"
+        )
+    index.setdefault("segmenter", None)
+    for image in index["images"]:
+        image.setdefault("teacher_predicates", 0)
     return index
+
+
+def _recorded_segmenters(directory: Path) -> set[str]:
+    return {s for path in _index_paths(directory) if (s := _read_index(path)["segmenter"]) is not None}
 
 
 class CachedImage(NamedTuple):
     """One image of a `FeatureCache`: features [N, D] float32, relations [R, 3] int64
-    (subject, object, predicate), N."""
+    (subject, object, predicate), N, and the teacher's relation logits [P, N, N] float32 (from the
+    stored float16) or None."""
 
     image_id: str
     features: torch.Tensor
     relations: torch.Tensor
     num_masks: int
+    teacher_logits: torch.Tensor | None = None
 
 
 @dataclass
 class _Shard:
     stem: Path
     images: list[dict[str, Any]]
+    segmenter: str | None = None
     mask_offsets: np.ndarray = field(init=False)
     relation_offsets: np.ndarray = field(init=False)
+    teacher_offsets: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.mask_offsets = np.concatenate([[0], np.cumsum([i["num_masks"] for i in self.images])])
         self.relation_offsets = np.concatenate([[0], np.cumsum([i["num_relations"] for i in self.images])])
+        sizes = [i["teacher_predicates"] * i["num_masks"] ** 2 for i in self.images]
+        self.teacher_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    @property
+    def path(self) -> Path:
+        return self.stem.with_name(self.stem.name + ".safetensors")
 
 
 class FeatureCache(Sequence[CachedImage]):
     """Random-access reader of a feature cache folder (one or several writers' shards).
 
-    `cache[i]` is a `CachedImage`; iteration yields them in shard order. A shard's tensors are
-    read on first use and kept (PSG's ~46k images take ~1-2 GB in float16).
+    `cache[i]` is a `CachedImage`; iteration yields them in shard order. A shard's features and
+    relations are read on first use and kept (PSG's ~46k images take ~1-2 GB in float16); teacher
+    logits are read per access and not kept (see the module docstring).
 
     Args:
         directory: the cache folder.
-        drop_empty: leave out images without relations (they carry no training signal, and PSG's
-            evaluation skips them).
+        drop_empty: leave out images without relations (PSG's training and evaluation skip them;
+            a distillation cache's images may have none and still carry teacher logits).
 
     Example:
         >>> cache = FeatureCache("feats/train")
-        >>> image_id, features, relations, n = cache[0]
+        >>> image = cache[0]
+        >>> image.features.shape, image.relations.shape, image.teacher_logits is None
     """
 
     def __init__(self, directory: str | Path, *, drop_empty: bool = False) -> None:
         self.directory = Path(directory)
+        self.drop_empty = drop_empty
         if not self.directory.is_dir():
             raise CacheError(f"feature cache not found: {self.directory}")
-        self._shards = [_Shard(p.with_suffix(""), _read_index(p)["images"]) for p in _index_paths(self.directory)]
+        self._shards = []
+        for path in _index_paths(self.directory):
+            index = _read_index(path)
+            self._shards.append(_Shard(path.with_suffix(""), index["images"], index["segmenter"]))
         self._items = [
             (s, k)
             for s, shard in enumerate(self._shards)
@@ -258,7 +344,22 @@ class FeatureCache(Sequence[CachedImage]):
             features=tensors["features"][m0:m1].float(),
             relations=tensors["relations"][r0:r1],
             num_masks=int(m1 - m0),
+            teacher_logits=self._teacher_logits(s, k),
         )
+
+    def _teacher_logits(self, s: int, k: int) -> torch.Tensor | None:
+        shard = self._shards[s]
+        predicates, n = shard.images[k]["teacher_predicates"], shard.images[k]["num_masks"]
+        if predicates == 0:
+            return None
+        t0, t1 = int(shard.teacher_offsets[k]), int(shard.teacher_offsets[k + 1])
+        try:
+            # A slice of the memory-mapped file: only this image's block is read.
+            with safe_open(shard.path, framework="pt", device="cpu") as f:
+                flat = f.get_slice("teacher_logits")[t0:t1]
+        except Exception as error:  # safetensors raises its own error types and OSError
+            raise CacheError(f"damaged feature-cache shard {shard.path}: {error}") from error
+        return flat.float().reshape(predicates, n, n)
 
     def __iter__(self) -> Iterator[CachedImage]:
         return (self[i] for i in range(len(self)))
@@ -271,6 +372,22 @@ class FeatureCache(Sequence[CachedImage]):
     def num_masks(self, index: int) -> int:
         """N of image `index`, without reading tensors."""
         return int(self.info(index)["num_masks"])
+
+    def has_teacher_logits(self, index: int) -> bool:
+        """Whether image `index` has teacher logits, without reading tensors."""
+        return self.info(index)["teacher_predicates"] > 0
+
+    @property
+    def segmenter(self) -> str | None:
+        """The segmenter recorded by the shards (see `ShardWriter`), None if none records one.
+
+        Raises:
+            CacheError: shards record different segmenters.
+        """
+        names = {shard.segmenter for shard in self._shards} - {None}
+        if len(names) > 1:
+            raise CacheError(f"{self.directory} mixes features of several segmenters: {', '.join(sorted(names))}")
+        return next(iter(names), None)
 
     def matched_gt(self, index: int) -> torch.Tensor:
         """[N] int64: the ground-truth segment index of each mask of image `index`, -1 if none."""
@@ -296,10 +413,12 @@ class FeatureCache(Sequence[CachedImage]):
         return np.stack([decode_mask(rle) for rle in rles])
 
     def _load(self, s: int) -> dict[str, torch.Tensor]:
+        """Shard s's features, relations and matched_gt (not its teacher logits), read once."""
         if s not in self._tensors:
-            path = self._shards[s].stem.with_name(self._shards[s].stem.name + ".safetensors")
+            path = self._shards[s].path
             try:
-                self._tensors[s] = load_file(str(path))
+                with safe_open(path, framework="pt", device="cpu") as f:
+                    self._tensors[s] = {key: f.get_tensor(key) for key in _KEPT_TENSORS}
             except Exception as error:  # safetensors raises its own error types and OSError
                 raise CacheError(f"damaged feature-cache shard {path}: {error}") from error
         return self._tensors[s]

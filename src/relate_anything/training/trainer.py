@@ -17,6 +17,16 @@ deliberate:
   self-pairs as negatives).
 - Self-distillation (optional, `distill_weight` > 0): the teacher is an exponential moving average
   of the student; its tempered predictions are mixed into the targets (see `soft_targets`).
+
+Distillation from a cached teacher (`teacher_weight` > 0; issue 15): the cache holds, per image, a
+teacher's relation logits over the same masks (e.g. SAM ViT-H + RAM's published head, while the
+features are another segmenter's tokens). The student learns from them with the tempered
+soft-target loss of `losses.teacher_distillation_loss`: per image
+(1 - a) l(s, y) + a T^2 l(s / T, soft_targets(z, T)), a = `teacher_weight` on images with hard
+labels, 1 on images without (unlabelled photos). Both kinds of distillation combine: the EMA
+teacher softens the hard labels y (as above), the cached teacher supplies the soft term; on an
+image without hard labels only the cached teacher teaches. The EMA weights are kept either way
+(head_ema.safetensors).
 """
 
 from __future__ import annotations
@@ -26,26 +36,41 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from relate_anything.errors import RelateAnythingError
+from relate_anything.atomic import write_atomically
+from relate_anything.errors import RelateAnythingError, UsageError
 from relate_anything.ram import RelationHead, RelationHeadConfig
 from relate_anything.ram import checkpoint as ram_checkpoint
 from relate_anything.training.cache import CachedImage, FeatureCache
-from relate_anything.training.metrics import RECALL_KS, mean_recall, triplet_recall
+from relate_anything.training.losses import (
+    LossName,
+    multilabel_categorical_crossentropy,
+    relation_loss,
+    soft_targets,
+    teacher_distillation_loss,
+)
+from relate_anything.training.metrics import (
+    RECALL_KS,
+    TEACHER_TOP,
+    mean_predicate_recall,
+    mean_recall,
+    mean_teacher_agreement,
+    predicate_recall,
+    teacher_agreement,
+    triplet_recall,
+)
 
 __all__ = [
     "Batch",
@@ -53,20 +78,21 @@ __all__ = [
     "TrainResult",
     "collate",
     "evaluate",
+    "evaluate_agreement",
     "multilabel_categorical_crossentropy",
     "relation_loss",
     "soft_targets",
+    "teacher_distillation_loss",
     "train",
 ]
 
-LossName = Literal["multi_label_ce", "bce"]
 STATE_FILE = "train_state.pt"
 HEAD_FILE = "head.safetensors"
 EMA_HEAD_FILE = "head_ema.safetensors"
 HISTORY_FILE = "history.json"
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """How to train. Defaults are RAM's recipe for the full-size head.
 
@@ -82,19 +108,30 @@ class TrainConfig:
         max_grad_norm: clip the gradient's global L2 norm to this (RAM: 0.01); None: no clipping.
         ema_decay: decay of the exponential moving average of the weights (the teacher, also saved
             as head_ema.safetensors); 0 disables it.
-        distill_weight: alpha in target = (1 - alpha) * hard + alpha * soft; 0 disables distillation.
-        distill_temperature: T of the teacher's soft targets.
+        distill_weight: self-distillation: beta in target = (1 - beta) * hard + beta * soft(EMA
+            teacher); 0 disables it. Default 0 from bench/self_distillation.py (docs/benchmarks.md):
+            on ambiguous, noisily labelled predicate pairs it never raised mR@20 beyond noise and
+            beta >= 0.5 or T = 2 lowered it; 0.25 at T 1 raised R@20 ~1.7 points.
+        distill_temperature: T of the EMA teacher's soft targets.
+        teacher_weight: distillation from the cache's teacher logits: a in
+            (1 - a) l(s, y) + a T^2 l(s / T, soft(teacher, T)) on images with hard labels (images
+            without any train on the teacher alone, a = 1); > 0 needs teacher logits for every
+            training image. 0: hard labels only (RAM's recipe), teacher logits are ignored.
+        teacher_temperature: T of the cached teacher's soft targets (and of `teacher_KL`).
         amp: bf16 autocast on CUDA (ignored on CPU).
         seed: weights init, data order and dropout.
         checkpoint_dir: where head.safetensors, head_ema.safetensors, train_state.pt and
             history.json are written after every epoch; None: nothing is written.
         resume: continue from checkpoint_dir/train_state.pt when it exists.
-        head: shape of the head to train (ignored with `init_from` a safetensors with config).
+        head: shape of the head to train (ignored with `init_from` a safetensors with config). Its
+            `feature_dim` is replaced by the training cache's feature width, and its `segmenter` by
+            the segmenter the cache records (kept when the cache records none).
         init_from: start from these head weights (.pth or .safetensors) instead of random ones.
         device: "cpu", "cuda", "cuda:1"; under torchrun, "cuda" means cuda:LOCAL_RANK.
         num_workers: DataLoader workers.
         eval_batch_size: images per forward pass when evaluating.
-        recall_ks: the K of the R@K reported after every epoch.
+        recall_ks: the K of the R@K (and teacher R@K) reported after every epoch.
+        teacher_top: how many of the teacher's best triplets teacher R@K looks for.
         log: print one line per epoch.
     """
 
@@ -109,6 +146,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     distill_weight: float = 0.0
     distill_temperature: float = 1.0
+    teacher_weight: float = 0.0
+    teacher_temperature: float = 1.0
     amp: bool = True
     seed: int = 0
     checkpoint_dir: Path | None = None
@@ -119,23 +158,30 @@ class TrainConfig:
     num_workers: int = 0
     eval_batch_size: int = 16
     recall_ks: tuple[int, ...] = RECALL_KS
+    teacher_top: int = TEACHER_TOP
     log: bool = True
 
     def __post_init__(self) -> None:
         if self.loss not in ("multi_label_ce", "bce"):
-            raise RelateAnythingError(f"loss must be 'multi_label_ce' or 'bce', got {self.loss!r}")
+            raise UsageError(f"loss must be 'multi_label_ce' or 'bce', got {self.loss!r}")
         if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise RelateAnythingError("epochs must be >= 0 and batch sizes >= 1")
+            raise UsageError("epochs must be >= 0 and batch sizes >= 1")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise RelateAnythingError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+            raise UsageError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.distill_weight <= 1.0:
-            raise RelateAnythingError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
+            raise UsageError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
         if self.distill_weight > 0 and self.ema_decay == 0:
-            raise RelateAnythingError("self-distillation needs the EMA teacher: set ema_decay > 0")
+            raise UsageError("self-distillation needs the EMA teacher: set ema_decay > 0")
         if self.distill_temperature <= 0:
-            raise RelateAnythingError("distill_temperature must be positive")
+            raise UsageError("distill_temperature must be positive")
+        if not 0.0 <= self.teacher_weight <= 1.0:
+            raise UsageError(f"teacher_weight must be in [0, 1], got {self.teacher_weight}")
+        if self.teacher_temperature <= 0:
+            raise UsageError(f"teacher_temperature must be positive, got {self.teacher_temperature}")
+        if self.teacher_top < 1 or not self.recall_ks or min(self.recall_ks) < 1:
+            raise UsageError("teacher_top and every K of recall_ks must be >= 1")
         if self.resume and self.checkpoint_dir is None:
-            raise RelateAnythingError("resume needs a checkpoint_dir")
+            raise UsageError("resume needs a checkpoint_dir")
 
     def to_json(self) -> str:
         values = asdict(self)
@@ -146,7 +192,8 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     """What `train` returns: the trained head (eval mode), the EMA head (None without EMA), and one
-    dict per epoch: epoch, lr, loss, seconds, images_per_s and R@K on the held-out cache."""
+    dict per epoch: epoch, lr, loss, seconds, images_per_s, and on the held-out cache R@K and mR@K
+    (images with relations) and teacher_R@K and teacher_KL (images with teacher logits)."""
 
     head: RelationHead
     ema_head: RelationHead | None
@@ -165,14 +212,28 @@ class Batch:
         features: [B, N, D] float32, N = the batch's largest mask count, zero rows for padding.
         padding_mask: [B, N] bool, True for real masks.
         relations: [M, 4] int64 (image in batch, subject, object, predicate) of all images.
+        labelled: [B] bool, True for images with at least one relation (hard labels).
+        teacher_logits: [B, P, N, N] float32 teacher logits (zero where padded), or None when the
+            images have none.
     """
 
     features: Tensor
     padding_mask: Tensor
     relations: Tensor
+    labelled: Tensor
+    teacher_logits: Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.features, self.padding_mask, self.relations)))
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return Batch(
+            features=move(self.features),
+            padding_mask=move(self.padding_mask),
+            relations=move(self.relations),
+            labelled=move(self.labelled),
+            teacher_logits=move(self.teacher_logits),
+        )
 
     def targets(self, num_predicates: int) -> Tensor:
         """[B, P, N, N] float32 hard targets, 1 where (subject, predicate, object) is a relation."""
@@ -191,18 +252,32 @@ class Batch:
 
 
 def collate(images: Sequence[CachedImage]) -> Batch:
-    """Pad `CachedImage`s into a `Batch`."""
+    """Pad `CachedImage`s into a `Batch` (teacher logits when every image has them)."""
     n = max((im.num_masks for im in images), default=0)
     dim = images[0].features.shape[1]
     features = torch.zeros(len(images), n, dim)
     padding_mask = torch.zeros(len(images), n, dtype=torch.bool)
+    with_teacher = [im.teacher_logits is not None for im in images]
+    teacher = None
+    if all(with_teacher) and images:
+        teacher = torch.zeros(len(images), images[0].teacher_logits.shape[0], n, n)
+    elif any(with_teacher):
+        raise ValueError("collate: some images have teacher logits and some do not")
     relations = []
     for b, im in enumerate(images):
         features[b, : im.num_masks] = im.features
         padding_mask[b, : im.num_masks] = True
+        if teacher is not None:
+            teacher[b, :, : im.num_masks, : im.num_masks] = im.teacher_logits
         rel = im.relations.long()
         relations.append(torch.cat([torch.full((len(rel), 1), b, dtype=torch.long), rel], dim=1))
-    return Batch(features, padding_mask, torch.cat(relations) if relations else torch.zeros(0, 4, dtype=torch.long))
+    return Batch(
+        features=features,
+        padding_mask=padding_mask,
+        relations=torch.cat(relations) if relations else torch.zeros(0, 4, dtype=torch.long),
+        labelled=torch.tensor([len(im.relations) > 0 for im in images], dtype=torch.bool),
+        teacher_logits=teacher,
+    )
 
 
 class _CacheDataset(Dataset):
@@ -214,62 +289,6 @@ class _CacheDataset(Dataset):
 
     def __getitem__(self, index: int) -> CachedImage:
         return self.cache[index]
-
-
-# ----------------------------------------------------------------------------------------------
-# Losses
-
-
-def multilabel_categorical_crossentropy(logits: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
-    """Su Jianlin's multi-label categorical cross-entropy (ZLPR), per image, soft-label form.
-
-        loss = log(1 + sum_valid (1 - t) e^{s}) + log(1 + sum_valid t e^{-s})
-
-    over every valid (predicate, subject, object) entry of an image, mean over images. With hard
-    targets t in {0, 1} this is exactly RAM's loss, log(1 + sum_neg e^s) + log(1 + sum_pos e^-s):
-    positives are pushed above 0 and negatives below, relative to each other as in a softmax, so
-    that the few positives among ~56 N^2 entries are not swamped. With soft targets it is the
-    natural generalisation (a BCE term per entry, summed inside the logs); for a lone entry its
-    minimum is at s = logit(t) / 2, which `soft_targets` accounts for.
-
-    Args:
-        logits: [B, P, N, N]; targets: same shape, in [0, 1]; valid: broadcastable bool mask.
-
-    Returns:
-        scalar float32.
-    """
-    s = logits.float().flatten(1)
-    t = targets.float().flatten(1)
-    keep = valid.expand_as(logits).flatten(1)
-    neg = (s + torch.log1p(-t)).masked_fill(~keep, float("-inf"))  # log((1 - t) e^s)
-    pos = (-s + torch.log(t)).masked_fill(~keep, float("-inf"))  # log(t e^-s)
-    zero = s.new_zeros(s.shape[0], 1)  # the "1 +" inside each log; keeps every row finite
-    return (torch.logsumexp(torch.cat([neg, zero], 1), 1) + torch.logsumexp(torch.cat([pos, zero], 1), 1)).mean()
-
-
-def relation_loss(logits: Tensor, targets: Tensor, valid: Tensor, kind: LossName) -> Tensor:
-    """The training loss over valid entries only (padding and self-pairs excluded).
-
-    "bce": mean binary cross-entropy over every valid entry of the batch; "multi_label_ce": see
-    `multilabel_categorical_crossentropy`.
-    """
-    if kind == "multi_label_ce":
-        return multilabel_categorical_crossentropy(logits, targets, valid)
-    per_entry = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
-    mask = valid.expand_as(per_entry)
-    return per_entry[mask].sum() / mask.sum().clamp(min=1)
-
-
-def soft_targets(teacher_logits: Tensor, temperature: float, kind: LossName) -> Tensor:
-    """The teacher's soft labels.
-
-    BCE: sigmoid(z / T), the usual tempered distillation target (the BCE optimum is s = z / T).
-    Multi-label CE: sigmoid(2 z / T), because that loss's optimum for a lone entry is
-    s = logit(t) / 2; so a student equal to the (T = 1) teacher is a stationary point of the
-    distillation term, as with BCE.
-    """
-    scale = 2.0 if kind == "multi_label_ce" else 1.0
-    return torch.sigmoid(teacher_logits.float() * (scale / temperature))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,6 +320,27 @@ class _Ema:
 
 
 @torch.no_grad()
+def _scored_images(
+    head: nn.Module, cache: FeatureCache, *, batch_size: int, device: torch.device | str | None, amp: bool
+) -> Iterator[tuple[CachedImage, Tensor]]:
+    """(image, its [P, N, N] float32 logits) for every image of `cache`, in batches, in eval mode."""
+    device = torch.device(device) if device is not None else next(head.parameters()).device
+    was_training = head.training
+    head.eval()
+    try:
+        for start in range(0, len(cache), batch_size):
+            images = [cache[i] for i in range(start, min(start + batch_size, len(cache)))]
+            # Teacher logits are not needed for the forward pass: leave them out of the batch.
+            batch = collate([image._replace(teacher_logits=None) for image in images]).to(device)
+            with _autocast(device, amp):
+                logits = head(batch.features, batch.padding_mask).float()
+            for b, image in enumerate(images):
+                yield image, logits[b, :, : image.num_masks, : image.num_masks]
+    finally:
+        head.train(was_training)
+
+
+@torch.no_grad()
 def evaluate(
     head: nn.Module,
     cache: FeatureCache,
@@ -310,22 +350,49 @@ def evaluate(
     device: torch.device | str | None = None,
     amp: bool = False,
 ) -> dict[str, float]:
-    """{"R@K": ...}: index-based triplet recall of the cached relations (see `training.metrics`)
-    among the head's top-K triplets, averaged over images that have relations."""
-    device = torch.device(device) if device is not None else next(head.parameters()).device
-    was_training = head.training
-    head.eval()
-    per_image = []
-    for start in range(0, len(cache), batch_size):
-        images = [cache[i] for i in range(start, min(start + batch_size, len(cache)))]
-        batch = collate(images).to(device)
-        with _autocast(device, amp):
-            logits = head(batch.features, batch.padding_mask).float()
-        for b, image in enumerate(images):
-            n = image.num_masks
-            per_image.append(triplet_recall(logits[b, :, :n, :n], image.relations, ks) if n else None)
-    head.train(was_training)
-    return mean_recall(per_image, ks)
+    """{"R@K": ..., "mR@K": ...}: index-based triplet recall of the cached relations (see
+    `training.metrics`) among the head's top-K triplets, averaged over images that have relations;
+    mR@K per predicate first (`mean_predicate_recall`: over the predicates present)."""
+    recalls, by_predicate = [], []
+    for image, logits in _scored_images(head, cache, batch_size=batch_size, device=device, amp=amp):
+        n = image.num_masks
+        recalls.append(triplet_recall(logits, image.relations, ks) if n else None)
+        by_predicate.append(predicate_recall(logits, image.relations, ks) if n else None)
+    return mean_recall(recalls, ks) | mean_predicate_recall(by_predicate, ks)
+
+
+@torch.no_grad()
+def evaluate_agreement(
+    head: nn.Module,
+    cache: FeatureCache,
+    *,
+    ks: Sequence[int] = RECALL_KS,
+    top: int = TEACHER_TOP,
+    temperature: float = 1.0,
+    kind: LossName = "multi_label_ce",
+    batch_size: int = 16,
+    device: torch.device | str | None = None,
+    amp: bool = False,
+) -> dict[str, float]:
+    """The head's agreement with the cached teacher logits: {"teacher_R@K": ..., "teacher_KL": ...}.
+
+    teacher R@K: the fraction of the teacher's top-`top` triplets among the head's top K, on the
+    same masks; teacher_KL: the mean KL divergence from the teacher's soft targets to the head's,
+    tempered as in the loss (`training.metrics.teacher_agreement`). Means over the images that have
+    teacher logits and at least 2 masks.
+
+    Raises:
+        RelateAnythingError: no image of the cache has teacher logits.
+    """
+    if not any(cache.has_teacher_logits(i) for i in range(len(cache))):
+        raise RelateAnythingError(f"the feature cache {cache.directory} holds no teacher logits to compare with")
+    per_image = [
+        None
+        if image.teacher_logits is None
+        else teacher_agreement(logits, image.teacher_logits, ks=ks, top=top, temperature=temperature, kind=kind)
+        for image, logits in _scored_images(head, cache, batch_size=batch_size, device=device, amp=amp)
+    ]
+    return mean_teacher_agreement(per_image, ks)
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -353,8 +420,9 @@ def train(
     checkpoints.
 
     Args:
-        cache_train, cache_val: `FeatureCache`s or their folders (images without relations are
-            left out of both). cache_val None: no evaluation.
+        cache_train, cache_val: `FeatureCache`s or their folders. With hard labels only
+            (`teacher_weight` 0) images without relations are left out of both; with a teacher,
+            every image is used. cache_val None: no evaluation.
         config: see `TrainConfig`.
         on_epoch: called with each epoch's history entry (on rank 0).
 
@@ -362,12 +430,22 @@ def train(
         `TrainResult` (heads in eval mode, on the training device).
 
     Raises:
-        RelateAnythingError: empty cache, CUDA asked for but missing, damaged checkpoint.
+        RelateAnythingError: empty cache, teacher logits missing (with `teacher_weight` > 0), CUDA
+            asked for but missing, damaged checkpoint.
     """
-    train_cache = _as_cache(cache_train)
-    val_cache = None if cache_val is None else _as_cache(cache_val)
-    if len(train_cache) == 0:
-        raise RelateAnythingError(f"the training cache {train_cache.directory} holds no image with relations")
+    with_teacher = config.teacher_weight > 0
+    train_cache = _as_cache(cache_train, drop_empty=not with_teacher)
+    val_cache = None if cache_val is None else _as_cache(cache_val, drop_empty=not with_teacher)
+    if with_teacher:
+        _check_teacher_logits(train_cache)
+    elif len(train_cache) == 0:
+        unfiltered = FeatureCache(train_cache.directory)
+        hint = (
+            ": its images carry teacher logits; train on them with teacher_weight > 0 (`relate-anything distill`)"
+            if any(unfiltered.has_teacher_logits(i) for i in range(len(unfiltered)))
+            else ""
+        )
+        raise RelateAnythingError(f"the training cache {train_cache.directory} holds no image with relations{hint}")
     started_group, rank, world = _init_distributed(config)
     try:
         return _train(train_cache, val_cache, config, rank, world, on_epoch)
@@ -395,8 +473,7 @@ def _train(
     if head.model.pooler is not None:
         head.model.pooler.requires_grad_(False)
     trained = [p for p in head.parameters() if p.requires_grad]
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    optimizer = _adamw(trained, config)
     ema = _Ema(head, config.ema_decay) if config.ema_decay > 0 else None
 
     start_epoch, step, history = 0, 0, []
@@ -421,6 +498,13 @@ def _train(
     )
     console = Console(stderr=True, soft_wrap=True)
     num_predicates = head.config.num_predicates
+    if config.teacher_weight > 0:
+        teacher_predicates = {train_cache.info(i)["teacher_predicates"] for i in range(len(train_cache))}
+        if teacher_predicates != {num_predicates}:
+            raise RelateAnythingError(
+                f"the teacher logits of {train_cache.directory} score {sorted(teacher_predicates)} predicates, "
+                f"but the head scores {num_predicates}"
+            )
 
     for epoch in range(start_epoch, config.epochs):
         lr = config.lr * config.lr_gamma ** sum(m <= epoch for m in config.lr_milestones)
@@ -440,7 +524,19 @@ def _train(
                         teacher = ema.model(batch.features, batch.padding_mask)
                     soft = soft_targets(teacher, config.distill_temperature, config.loss)
                     targets = (1 - config.distill_weight) * targets + config.distill_weight * soft
-            loss = relation_loss(logits, targets, valid, config.loss)
+            if config.teacher_weight > 0:
+                loss = teacher_distillation_loss(
+                    logits,
+                    targets,
+                    batch.teacher_logits,
+                    batch.labelled,
+                    valid,
+                    kind=config.loss,
+                    weight=config.teacher_weight,
+                    temperature=config.teacher_temperature,
+                )
+            else:
+                loss = relation_loss(logits, targets, valid, config.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.max_grad_norm is not None:
@@ -463,15 +559,8 @@ def _train(
             "images_per_s": float(totals[1]) / seconds if seconds > 0 else 0.0,
         }
         if rank == 0:
-            if val_cache is not None and len(val_cache):
-                entry |= evaluate(
-                    head,
-                    val_cache,
-                    ks=config.recall_ks,
-                    batch_size=config.eval_batch_size,
-                    device=device,
-                    amp=config.amp,
-                )
+            if val_cache is not None:
+                entry |= _evaluate_all(head, val_cache, config, device)
             history.append(entry)
             if config.log:
                 console.print(_format(entry, config.epochs), highlight=False)
@@ -488,20 +577,57 @@ def _train(
     return TrainResult(head=head, ema_head=None if ema is None else ema.model.eval(), history=history)
 
 
+def _evaluate_all(head: RelationHead, cache: FeatureCache, config: TrainConfig, device: torch.device) -> dict:
+    """R@K and mR@K when some image has relations; teacher agreement when some has teacher logits."""
+    scores: dict[str, float] = {}
+    common = dict(ks=config.recall_ks, batch_size=config.eval_batch_size, device=device, amp=config.amp)
+    if any(cache.info(i)["num_relations"] for i in range(len(cache))):
+        scores |= evaluate(head, cache, **common)
+    if any(cache.has_teacher_logits(i) for i in range(len(cache))):
+        scores |= evaluate_agreement(
+            head, cache, top=config.teacher_top, temperature=config.teacher_temperature, kind=config.loss, **common
+        )
+    return scores
+
+
+_NOT_SCORES = ("epoch", "lr", "loss", "seconds", "images_per_s")
+
+
+def _adamw(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with the fused kernel: on CUDA, and on CPUs since torch 2.4 (there ~4x faster a step
+    than the per-tensor loop for a small head); the per-tensor loop where it is not available."""
+    try:
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    except RuntimeError:  # torch < 2.4 on a CPU: "fused=True requires ... supported devices"
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def _format(entry: dict[str, float], epochs: int) -> str:
-    recalls = "  ".join(f"{k} {v:.3f}" for k, v in entry.items() if k.startswith("R@"))
+    recalls = "  ".join(f"{k} {v:.3f}" for k, v in entry.items() if k not in _NOT_SCORES)
     return (
         f"epoch {int(entry['epoch'])}/{epochs}  lr {entry['lr']:.1e}  loss {entry['loss']:.4f}  {recalls}  "
         f"({entry['seconds']:.1f} s, {entry['images_per_s']:.0f} images/s)"
     )
 
 
-def _as_cache(cache: FeatureCache | str | Path) -> FeatureCache:
+def _as_cache(cache: FeatureCache | str | Path, *, drop_empty: bool) -> FeatureCache:
     if isinstance(cache, FeatureCache):
-        if any(cache.info(i)["num_relations"] == 0 for i in range(len(cache))):
-            return FeatureCache(cache.directory, drop_empty=True)
-        return cache
-    return FeatureCache(cache, drop_empty=True)
+        if cache.drop_empty == drop_empty:
+            return cache
+        return FeatureCache(cache.directory, drop_empty=drop_empty)
+    return FeatureCache(cache, drop_empty=drop_empty)
+
+
+def _check_teacher_logits(cache: FeatureCache) -> None:
+    if len(cache) == 0:
+        raise RelateAnythingError(f"the training cache {cache.directory} holds no image")
+    missing = [i for i in range(len(cache)) if not cache.has_teacher_logits(i)]
+    if missing:
+        raise RelateAnythingError(
+            f"teacher_weight > 0 trains on a teacher's relation logits, but {len(missing)} of the {len(cache)} "
+            f"images of {cache.directory} have none (e.g. {cache.info(missing[0])['image_id']!r}): collect them "
+            "with the teacher (`relate-anything distill`), or set teacher_weight 0 to train on relations only"
+        )
 
 
 def _init_distributed(config: TrainConfig) -> tuple[bool, int, int]:
@@ -530,15 +656,23 @@ def _device(config: TrainConfig, world: int) -> torch.device:
 
 
 def _build_head(config: TrainConfig, cache: FeatureCache) -> RelationHead:
-    if config.init_from is not None:
-        head = RelationHead.from_checkpoint(config.init_from)
-    else:
-        head = RelationHead(config.head)
+    """A fresh head for the cache's feature width, or `init_from`'s weights; either way recording
+    the cache's segmenter (when it records one), so the saved head says which tokens it reads."""
     feature_dim = cache[0].features.shape[1]
-    if head.config.feature_dim != feature_dim:
+    segmenter = cache.segmenter
+    if config.init_from is None:
+        head_config = replace(config.head, feature_dim=feature_dim, segmenter=segmenter or config.head.segmenter)
+        return RelationHead(head_config)
+    state_dict, stored = ram_checkpoint.read(config.init_from)
+    head_config = stored or ram_checkpoint.infer_config(state_dict, config.init_from)
+    if head_config.feature_dim != feature_dim:
         raise RelateAnythingError(
-            f"the cache's features are {feature_dim}-d but the head expects {head.config.feature_dim}-d"
+            f"init_from {config.init_from} expects {head_config.feature_dim}-d features "
+            f"({head_config.segmenter or 'its segmenter is not recorded'}), but the cache {cache.directory} holds "
+            f"{feature_dim}-d features ({segmenter or 'its segmenter is not recorded'})"
         )
+    head = RelationHead(replace(head_config, segmenter=segmenter or head_config.segmenter))
+    ram_checkpoint.load_into(head, state_dict, config.init_from)
     return head
 
 
@@ -570,17 +704,13 @@ def _save_checkpoint(
         "history": json.dumps(history),
         "config": config.to_json(),
     }
-    _replace(directory / STATE_FILE, lambda tmp: torch.save(state, tmp))
-    _replace(directory / HEAD_FILE, head.save)
+    # Each file is written to a temporary name, fsync'ed and moved into place (relate_anything.atomic),
+    # so a kill at any moment leaves the previous epoch's file or this one, never a torn file.
+    write_atomically(directory / STATE_FILE, lambda tmp: torch.save(state, tmp))
+    write_atomically(directory / HEAD_FILE, head.save)
     if ema is not None:
-        _replace(directory / EMA_HEAD_FILE, ema.model.save)
-    _replace(directory / HISTORY_FILE, lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
-
-
-def _replace(path: Path, write: Callable[[Path], Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+        write_atomically(directory / EMA_HEAD_FILE, ema.model.save)
+    write_atomically(directory / HISTORY_FILE, lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
 
 
 def _load_state(
