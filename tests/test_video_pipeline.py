@@ -152,3 +152,43 @@ def test_oracle_tracks_and_the_synthetic_rule_score_r20_of_one(seed):
     predicted = predicted.with_relations(relations_from_tracks(predicted))
     report = evaluate_video({"clip": predicted}, {"clip": truth})
     assert report["recall"]["R@20"] == 1.0, report["recall"]
+
+
+def test_video_command_writes_json_mp4_and_timeline(tmp_path, clip, small_sam, tiny_ram_pth):
+    import av
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from conftest import RANDOM_WEIGHT_FLAGS
+    from relate_anything.cli import app
+
+    *_, path = clip
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video")
+    args = ["video", str(path), str(notes), "--out", str(tmp_path / "out"), "--fps", "0", "--sam", str(small_sam)]
+    args += ["--ram", str(tiny_ram_pth), "--min-track", "1", "--top-k", "5", *RANDOM_WEIGHT_FLAGS]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 4, result.output  # notes.mp4 is no video; clip.mp4 is done
+    assert "notes.mp4" in result.output and "Traceback" not in result.output
+    graph = VideoSceneGraph.load(tmp_path / "out" / "clip.json")
+    assert graph.num_frames == FRAMES and graph.tracks
+    with av.open(str(tmp_path / "out" / "clip.mp4")) as container:
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(decoded) == FRAMES and decoded[0].shape == (64, 96, 3)
+    assert Image.open(tmp_path / "out" / "clip.timeline.png").width > 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.json", "clip.mp4", "clip.timeline.png"]
+
+
+def test_video_command_refuses_bad_input_before_loading_models(tmp_path):
+    from typer.testing import CliRunner
+
+    from relate_anything.cli import app
+
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video")
+    result = CliRunner().invoke(app, ["video", str(notes), "--sam", str(tmp_path / "no-sam")])
+    assert result.exit_code == 4 and "not" in result.output and "SAM weights" not in result.output
+    result = CliRunner().invoke(app, ["video", str(notes), "--tracker", "magic"])
+    assert result.exit_code == 2 and "tracker must be one of" in result.output
+    result = CliRunner().invoke(app, ["video", str(notes), "--start", "3", "--end", "1"])
+    assert result.exit_code == 2 and "before end" in result.output

@@ -42,6 +42,7 @@ from relate_anything.serving.cli import serve_command
 from relate_anything.serving.ui_cli import ui_command
 from relate_anything.settings import SegmentSettings
 from relate_anything.training.cli import collect_command, train_command
+from relate_anything.video.cli import VIDEO_EXAMPLES, video_command
 
 app = typer.Typer(
     help="Panoptic scene graphs from any image: segment everything with SAM, relate everything with RAM.",
@@ -255,6 +256,7 @@ app.command("collect", epilog=EXIT_CODES_HELP)(collect_command)
 app.command("train", epilog=EXIT_CODES_HELP)(train_command)
 app.command("ui", epilog=EXIT_CODES_HELP)(ui_command)
 app.command("serve", epilog=EXIT_CODES_HELP)(serve_command)
+app.command("video", epilog=f"{VIDEO_EXAMPLES}\n\n{EXIT_CODES_HELP}")(video_command)
 
 
 def main() -> None:

@@ -30,15 +30,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from relate_anything.atomic import write_text_atomically
 from relate_anything.batch.inputs import InputItem
 from relate_anything.batch.relate import Outcome, relate_items
 from relate_anything.batch.shards import ErrorLog, ShardWriter, finished_files, read_errors
 from relate_anything.errors import RelateAnythingError, UsageError
-from relate_anything.pipeline import PipelineSpec
 from relate_anything.weights import quiet_loading
+
+if TYPE_CHECKING:
+    from relate_anything.pipeline import PipelineSpec
 
 __all__ = ["BatchSummary", "ProgressCallback", "run_batch"]
 

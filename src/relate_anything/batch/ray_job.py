@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from relate_anything.batch.inputs import InputItem
 from relate_anything.batch.relate import Outcome, relate_items
 from relate_anything.errors import RelateAnythingError
-from relate_anything.pipeline import PipelineSpec
 from relate_anything.weights import quiet_loading
+
+if TYPE_CHECKING:
+    from relate_anything.pipeline import PipelineSpec
 
 __all__ = ["relate_on_ray"]
 

@@ -36,7 +36,7 @@ from relate_anything.ram import relate
 from relate_anything.scene_graph import Relation, SceneGraph
 from relate_anything.settings import SegmentSettings
 from relate_anything.video.intervals import IntervalAccumulator, IntervalSettings, to_video_relations
-from relate_anything.video.io import Frame, SamplingSettings, VideoDecodeError, open_video
+from relate_anything.video.io import Frame, SamplingSettings, VideoDecodeError, VideoReader, open_video
 from relate_anything.video.tracking import (
     TRACKERS,
     IouTracker,
@@ -364,11 +364,12 @@ def video_run(
 
 
 def _frames_of(source, sampling: SamplingSettings) -> tuple[Iterable[Frame], VideoInfo | None]:
-    """The frames of a path (opened and checked now, before any model work) or of an iterable
-    of RGB arrays (every one taken, in order)."""
+    """The frames of a path (opened and checked now, before any model work), of an open
+    `VideoReader`, or of an iterable of RGB arrays (every one taken, in order)."""
     if isinstance(source, (str, Path)):
-        reader = open_video(source, settings=sampling)
-        return reader, reader.video_info(frame_index=())
+        source = open_video(source, settings=sampling)
+    if isinstance(source, VideoReader):
+        return source, source.video_info(frame_index=())
     return _array_frames(source), None
 
 
