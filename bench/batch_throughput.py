@@ -15,12 +15,17 @@ The photos are ../shared/images (or --photos), each copied `--images / count` ti
 pixel changed, so that no copy hits the segmenter's cache of the last photo. Random weights
 (--random) cost what real ones of the same size cost, except that the thresholds decide how many
 masks survive (--random-thresholds keeps masks, as real weights do).
+
+The record (bench/records.py; `--json`, default bench/results/batch_throughput-<date>-<device>.json)
+has one figures row: sam, dtype, images, batch_size, points_per_side, pipeline_images_per_s,
+images_per_s (the job's), job_over_pipeline (best against best) and median_ratio (of the
+alternating pairs); details holds every run's seconds.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -30,13 +35,14 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from relate_anything.batch import PipelineSpec, list_inputs, load_input, run_batch
+from relate_anything.batch import list_inputs, load_input, run_batch
 from relate_anything.image_io import load_image
-from relate_anything.pipeline import RelateAnything
+from relate_anything.pipeline import PipelineSpec, RelateAnything
 from relate_anything.ram import RelationHead, RelationHeadConfig
-from relate_anything.sam import Segmenter
+from relate_anything.sam import Segmenter, SegmentSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import records  # noqa: E402
 from collect_throughput import RANDOM_ENCODERS, random_sam  # noqa: E402  (the same random SAMs)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,19 +58,24 @@ def distinct_photos(source: Path, folder: Path, count: int) -> None:
         Image.fromarray(pixels).save(folder / f"{k:05d}_{photos[k % len(photos)].stem}.jpg", quality=95)
 
 
-def build_pipeline(args: argparse.Namespace) -> RelateAnything:
-    dtype = torch.bfloat16 if args.bf16 else torch.float32
-    options = {"points_per_side": args.points_per_side}
+def pipeline_spec(args: argparse.Namespace) -> PipelineSpec:
+    """The job's pipeline: real weights by reference, or (--random) a description of the
+    settings only, the pipeline itself being built by `build_pipeline`."""
+    settings = SegmentSettings(points_per_side=args.points_per_side)
     if args.random_thresholds:  # random masks overlap a lot: box NMS would keep about one
-        options |= {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+        settings = settings.replace(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    dtype = "bfloat16" if args.bf16 else "float32"
+    return PipelineSpec(sam=args.sam, ram=args.ram, dtype=dtype, settings=settings, top_k=args.top_k)
+
+
+def build_pipeline(args: argparse.Namespace, spec: PipelineSpec) -> RelateAnything:
     if args.sam:
-        return RelateAnything.from_pretrained(
-            args.sam, args.ram, device=args.device, dtype=dtype, top_k=args.top_k, **options
-        )
-    segmenter = Segmenter(random_sam(args.random, args.device, dtype, args.image_size), **options)
+        return spec.build(args.device)
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    segmenter = Segmenter(random_sam(args.random, args.device, dtype, args.image_size), settings=spec.settings)
     torch.manual_seed(0)
     head = RelationHead(RelationHeadConfig()).to(args.device)  # the published head's size
-    return RelateAnything(segmenter, head, top_k=args.top_k)
+    return RelateAnything(segmenter, head, settings=spec.settings, top_k=spec.top_k)
 
 
 def sync(device: str) -> None:
@@ -97,13 +108,13 @@ def main() -> None:
         default=2,
         help="alternate pipeline and job runs this many times; the best of each counts",
     )
-    parser.add_argument("--out", help="write the results as JSON here")
+    records.add_json_option(parser)
     args = parser.parse_args()
     if (args.sam is None) == (args.random is None) or (args.sam is None) != (args.ram is None):
         parser.error("give --sam and --ram, or --random")
 
-    pipeline = build_pipeline(args)
-    spec = PipelineSpec(top_k=args.top_k)  # only names the job's settings: `pipeline` is used as it is
+    spec = pipeline_spec(args)
+    pipeline = build_pipeline(args, spec)
     with tempfile.TemporaryDirectory() as tmp:
         distinct_photos(args.photos, Path(tmp) / "photos", args.images)
         items = list_inputs(Path(tmp) / "photos")
@@ -124,31 +135,33 @@ def main() -> None:
             started = time.perf_counter()
             summary = run_batch(
                 items, Path(tmp) / f"out{repeat}", spec, pipeline=pipeline, batch_size=args.batch_size,
-                decode_threads=args.decode_threads, progress=False,
+                decode_threads=args.decode_threads, progress=None,
             )  # fmt: skip
             sync(args.device)
             job_seconds.append(time.perf_counter() - started)
             assert summary.done == len(items), f"{summary.failed} photos failed"
     pipeline_rate = len(items) / min(pipeline_seconds)
     job_rate = len(items) / min(job_seconds)
-    report = {
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-        "torch_threads": torch.get_num_threads(),
+    figures = {
         "sam": args.sam or f"random {args.random} at {args.image_size} px",
-        "dtype": "bfloat16" if args.bf16 else "float32",
+        "dtype": spec.dtype,
         "images": len(items),
         "batch_size": args.batch_size,
         "points_per_side": args.points_per_side,
-        "pipeline_seconds": pipeline_seconds,
-        "job_seconds": job_seconds,
         "pipeline_images_per_s": pipeline_rate,
-        "job_images_per_s": job_rate,
+        "images_per_s": job_rate,
         "job_over_pipeline": job_rate / pipeline_rate,
         "median_ratio": statistics.median(p / j for p, j in zip(pipeline_seconds, job_seconds)),
     }
-    print(json.dumps(report, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+    print(figures)
+    details = {
+        "pipeline_seconds": pipeline_seconds,
+        "job_seconds": job_seconds,
+        "decode_threads": args.decode_threads,
+        "photos": str(args.photos),
+        "settings": dataclasses.asdict(spec.settings),
+    }
+    records.save("batch_throughput", [figures], device=args.device, path=args.json, details=details)
 
 
 if __name__ == "__main__":

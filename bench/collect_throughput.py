@@ -7,12 +7,19 @@ synthetic PSG-format dataset.
 
 With random weights SAM's default thresholds keep almost no mask; pass --random-thresholds to
 keep masks (cost then depends on how many survive, so prefer real weights for figures).
+
+    python bench/collect_throughput.py --random tiny --device cpu --images 2 --warmup 1 \
+        --size 160,120 --points-per-side 4 --random-thresholds        # a smoke run
+
+The record (bench/records.py; `--json`, default bench/results/collect_throughput-<date>-<device>.json)
+has one figures row: sam, dtype, image_size ("WxH"), points_per_side, points_per_batch, images,
+masks_per_image, seconds, images_per_s, psg_46k_hours (a 46k-image PSG train split at that rate).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import sys
 import tempfile
 import time
@@ -21,19 +28,17 @@ from pathlib import Path
 import torch
 
 from relate_anything.datasets import PsgDataset, make_synthetic_psg
-from relate_anything.sam import Segmenter, load_sam
+from relate_anything.pipeline import PipelineSpec
+from relate_anything.sam import Segmenter, SegmentSettings
 from relate_anything.training import collect
 
-RANDOM_ENCODERS = {
-    "tiny": {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": [1]},
-    "vit_b": {"embed_dim": 768, "depth": 12, "num_heads": 12, "global_attn_indexes": [2, 5, 8, 11]},
-    "vit_h": {"embed_dim": 1280, "depth": 32, "num_heads": 16, "global_attn_indexes": [7, 15, 23, 31]},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import records  # noqa: E402
+from pipeline import ENCODERS as RANDOM_ENCODERS  # noqa: E402  (one table of SAM sizes)
 
 
 def random_sam(name: str, device: str, dtype: torch.dtype, image_size: int = 1024):
     """A random SAM with the encoder `name`; a smaller `image_size` (e.g. 256) makes a cheap one."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from transformers import SamModel
 
     from sam_factory import sam_config  # the tests' SamConfig equal to segment-anything's builders
@@ -54,48 +59,52 @@ def main() -> None:
     parser.add_argument("--points-per-batch", type=int, default=256)
     parser.add_argument("--random-thresholds", action="store_true", help="thresholds that keep masks of random weights")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--out", help="write the results as JSON here")
+    records.add_json_option(parser)
     args = parser.parse_args()
     if (args.sam is None) == (args.random is None):
         parser.error("give --sam or --random")
 
     dtype = torch.bfloat16 if args.bf16 else torch.float32
-    model = (
-        load_sam(args.sam, device=args.device, dtype=dtype) if args.sam else random_sam(args.random, args.device, dtype)
-    )
-    options = {"points_per_side": args.points_per_side, "points_per_batch": args.points_per_batch}
+    settings = SegmentSettings(points_per_side=args.points_per_side)
     if args.random_thresholds:
-        options |= {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 0.7}
-    segmenter = Segmenter(model, **options)
+        settings = settings.replace(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.7)
+    spec = PipelineSpec(
+        sam=args.sam, dtype=str(dtype).removeprefix("torch."), settings=settings, points_per_batch=args.points_per_batch
+    )
+    if args.sam:  # as `relate-anything collect` builds it
+        segmenter = spec.build_segmenter(args.device)
+    else:
+        model = random_sam(args.random, args.device, dtype)
+        segmenter = Segmenter(model, settings=settings, points_per_batch=args.points_per_batch)
     width, height = (int(v) for v in args.size.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         make_synthetic_psg(Path(tmp) / "psg", images=args.images + args.warmup, seed=0, size=(width, height))
         dataset = PsgDataset(Path(tmp) / "psg", split=None)
         warm = _Subset(dataset, range(args.warmup))
         timed = _Subset(dataset, range(args.warmup, len(dataset)))
-        collect(warm, segmenter, Path(tmp) / "warm", progress=False)
+        collect(warm, segmenter, Path(tmp) / "warm", progress=None)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         started = time.perf_counter()
-        stats = collect(timed, segmenter, Path(tmp) / "cache", progress=False)
+        stats = collect(timed, segmenter, Path(tmp) / "cache", progress=None)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - started
-    report = {
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+    figures = {
         "sam": args.sam or f"random {args.random}",
-        "dtype": str(dtype),
-        "image_size": [width, height],
-        "segmenter": options,
+        "dtype": spec.dtype,
+        "image_size": f"{width}x{height}",
+        "points_per_side": args.points_per_side,
+        "points_per_batch": args.points_per_batch,
         "images": stats.images,
         "masks_per_image": stats.masks / max(stats.images, 1),
         "seconds": elapsed,
         "images_per_s": stats.images / elapsed,
         "psg_46k_hours": 46_000 / (stats.images / elapsed) / 3600,
     }
-    print(json.dumps(report, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+    print(figures)
+    details = {"settings": dataclasses.asdict(settings), "warmup": args.warmup}
+    records.save("collect_throughput", [figures], device=args.device, path=args.json, details=details)
 
 
 class _Subset:

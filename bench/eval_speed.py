@@ -14,21 +14,28 @@ between images, so reuse does not flatter the timing.
 
 Prints the wall time and images/s of the full `evaluate` (SGDet R@K/mR@K, the
 one-mask-per-object variant and PQ), and of recall alone and PQ alone.
+
+The record (bench/records.py; `--json`, default bench/results/eval_speed-<date>-cpu.json) has one
+figures row per measurement: what, images, seconds, images_per_s; details holds the recalls and
+PQ of the full run (the same on every machine for the same seed) and numpy's version.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from relate_anything import psg
 from relate_anything.evaluation import evaluate, panoptic_quality, triplet_recall
 from relate_anything.scene_graph import Relation, SceneGraph
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import records  # noqa: E402
 
 HEIGHT, WIDTH = 480, 640
 
@@ -95,6 +102,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2177, help="images to score (PSG test: 2177)")
     parser.add_argument("--pool", type=int, default=64, help="distinct mask sets to draw")
     parser.add_argument("--seed", type=int, default=0)
+    records.add_json_option(parser)
     args = parser.parse_args()
 
     rng = np.random.default_rng(args.seed)
@@ -103,21 +111,23 @@ def main() -> None:
     pairs = [make_image(rng, i, *pool[i % len(pool)], gt_relations=6, rows=100) for i in range(args.images)]
     gts, preds = [g for g, _ in pairs], [p for _, p in pairs]
     print(f"generated {args.images} images ({len(pool)} distinct mask sets) in {time.perf_counter() - start:.1f} s")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}")
 
+    rows, details = [], {"numpy": np.__version__, "pool": len(pool), "seed": args.seed}
     for name, run in (
-        ("evaluate (SGDet + one-mask + PQ)", lambda: evaluate(preds, gts)),
+        ("full evaluate (SGDet R@K/mR@K, one-mask-per-object variant, PQ)", lambda: evaluate(preds, gts)),
         ("recall only (SGDet)", lambda: triplet_recall(preds, gts)),
         ("PQ only", lambda: panoptic_quality(preds, gts)),
     ):
         start = time.perf_counter()
         result = run()
         seconds = time.perf_counter() - start
+        rows.append({"what": name, "images": args.images, "seconds": seconds, "images_per_s": args.images / seconds})
         print(f"{name:34s} {seconds:6.2f} s  {args.images / seconds:8.1f} images/s")
         if isinstance(result, dict) and "sgdet" in result:
-            print(
-                f"  R@20/50/100 = {[round(result['sgdet'][f'R@{k}'], 3) for k in (20, 50, 100)]}, PQ = {result['pq']['PQ']:.3f}"
-            )
+            details["recall"] = {f"R@{k}": result["sgdet"][f"R@{k}"] for k in (20, 50, 100)}
+            details["pq"] = result["pq"]["PQ"]
+            print(f"  R@20/50/100 = {[round(v, 3) for v in details['recall'].values()]}, PQ = {details['pq']:.3f}")
+    records.save("eval_speed", rows, device="cpu", path=args.json, details=details)
 
 
 if __name__ == "__main__":

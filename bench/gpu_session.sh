@@ -8,19 +8,41 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #       pycocotools==2.0.11 segment-anything==1.0
-#   # device run, carry [".shared", ".whl"]:
-#   bash bench/gpu_session.sh tests pipeline       # ~10 min: GPU tests, issue 7's bench
-#   bash bench/gpu_session.sh training batch       # issue 3's and issue 6's benches
+#   # device run, carry [".shared", ".whl"]; the copied tree has no .git, so name the commit:
+#   RELATE_ANYTHING_GIT_COMMIT=<git rev-parse HEAD> bash bench/gpu_session.sh tests pipeline   # ~10 min
+#   RELATE_ANYTHING_GIT_COMMIT=<...> bash bench/gpu_session.sh training batch stages
 #
 # Stages: tests (every test that needs CUDA), pipeline (issue 7: ViT-H, B and L, bf16/fp32, batch
 # 1 and 8, with Meta's reference in the same run), pipeline-h (ViT-H only, a shorter run),
-# training (issue 3: head training and feature collection), batch (issue 6: job vs pipeline).
-# Results go to $OUT (or ./gpu-results): one JSON and one log per stage.
+# training (issue 3: head training and feature collection), batch (issue 6: job vs pipeline),
+# stages (where the time of a ViT-H photo goes).
+#
+# What comes back: the machine returns at most 8 files from $OUT (2 folders down), so $OUT holds
+# three, rewritten after every stage so that a run cut short keeps the stages it finished:
+#   results.tar.gz  every result record (bench/records.py), named as in bench/results/
+#   logs.tar.gz     one log per stage, and gpu.txt (GPU, driver, torch, transformers)
+#   summary.txt     each stage's command, exit status and last lines
+# Back here: tar -xzf FILES_AT/results.tar.gz -C bench/results && python bench/report.py
+# Without $OUT (a run by hand) they go to ./gpu-results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+STAGES="tests pipeline pipeline-h training batch stages"
+for stage in "$@"; do  # before any work: a typo must not cost device time
+    case " $STAGES " in
+        *" $stage "*) ;;
+        *)
+            echo "unknown stage $stage ($STAGES)" >&2
+            exit 2
+            ;;
+    esac
+done
 OUT="${OUT:-$PWD/gpu-results}"
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 RELATE_ANYTHING_SHARED="${RELATE_ANYTHING_SHARED:-$PWD/.shared}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu-session.XXXXXX")"
+RESULTS="$WORK/results" LOGS="$WORK/logs"
+mkdir -p "$OUT" "$RESULTS" "$LOGS"
+# Every bench script writes its record to its default name, in $RESULTS (see bench/records.py).
+export PYTHONUNBUFFERED=1 RELATE_ANYTHING_BENCH_RESULTS="$RESULTS"
+export RELATE_ANYTHING_SHARED="${RELATE_ANYTHING_SHARED:-$PWD/.shared}"
 if [ -d .whl ] && ! python3 -c "import pycocotools, segment_anything" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH="$PWD/src:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
@@ -28,20 +50,37 @@ else
     export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 fi
 IMAGES="$RELATE_ANYTHING_SHARED/images"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" >> "$OUT/gpu.txt" 2>&1
+: > "$OUT/summary.txt"
+if [ ! -d "$IMAGES" ]; then
+    # The tests' photos (at most 640 px) are smaller than ../shared/images (800 to 2250 px), so
+    # the figures differ; the records name the folder they used.
+    IMAGES="$PWD/tests/data/images"
+    echo "warning: no .shared/images carried; using $IMAGES (smaller photos)" | tee -a "$OUT/summary.txt"
+fi
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+    echo "commit ${RELATE_ANYTHING_GIT_COMMIT:-unknown (set RELATE_ANYTHING_GIT_COMMIT)}"
+} > "$LOGS/gpu.txt" 2>&1
+cat "$LOGS/gpu.txt" >> "$OUT/summary.txt"
+
+bundle() {  # the records and logs so far, into $OUT
+    tar -czf "$OUT/results.tar.gz.tmp" -C "$RESULTS" . && mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
+    tar -czf "$OUT/logs.tar.gz.tmp" -C "$LOGS" . && mv "$OUT/logs.tar.gz.tmp" "$OUT/logs.tar.gz"
+}
 
 status=0
-run() {  # run NAME COMMAND...: the command's output in $OUT/NAME.log, its status remembered
+run() {  # run NAME COMMAND...: the command's output in NAME.log, its status remembered
     local name=$1
     shift
-    echo "== $name: $*"
-    "$@" > "$OUT/$name.log" 2>&1
+    echo "== $name: $*" | tee -a "$OUT/summary.txt"
+    "$@" > "$LOGS/$name.log" 2>&1
     local code=$?
-    echo "   exit $code; last lines:"
-    tail -n 12 "$OUT/$name.log"
+    { echo "   exit $code; last lines:"; tail -n 12 "$LOGS/$name.log"; } | tee -a "$OUT/summary.txt"
     [ $code -eq 0 ] || status=$code
+    bundle
 }
+bundle
 
 for stage in "$@"; do
     case $stage in
@@ -49,29 +88,29 @@ for stage in "$@"; do
             run gpu-tests python3 -m pytest -q -rs -p no:cacheprovider -m gpu tests
             ;;
         pipeline | pipeline-h)
-            # One process and one JSON per variant, ViT-H (the target) first: a run cut short by
+            # One process and one record per variant, ViT-H (the target) first: a run cut short by
             # the device's 10-minute limit keeps what it finished.
             variants="vit_h vit_b vit_l"
             [ "$stage" = pipeline-h ] && variants=vit_h
             for variant in $variants; do
                 run "pipeline-$variant" python3 bench/pipeline.py --device cuda --variants "$variant" --dtypes bf16,fp32 \
-                    --batch-sizes 1,8 --images 10 --images-dir "$IMAGES" --reference-python python3 \
-                    --out "$OUT/pipeline-$variant.json"
+                    --batch-sizes 1,8 --images 10 --images-dir "$IMAGES" --reference-python python3
             done
             ;;
         training)
-            run train python3 bench/train_throughput.py --device cuda --batch-sizes 4,16,32 --seconds 15 --out "$OUT/train.json"
+            run train python3 bench/train_throughput.py --device cuda --batch-sizes 4,16,32 --seconds 15
             run collect python3 bench/collect_throughput.py --random vit_h --device cuda --bf16 --images 20 \
-                --random-thresholds --out "$OUT/collect.json"
+                --random-thresholds
             ;;
         batch)
             run batch python3 bench/batch_throughput.py --random vit_h --device cuda --bf16 --images 64 --batch-size 8 \
-                --photos "$IMAGES" --random-thresholds --out "$OUT/batch.json"
+                --photos "$IMAGES" --random-thresholds
             ;;
-        *)
-            echo "unknown stage $stage (tests, pipeline, pipeline-h, training, batch)" >&2
-            exit 2
+        stages)
+            run stages python3 bench/pipeline_stages.py --variant vit_h --device cuda --dtype bf16 --points-per-side 32 \
+                --photos 3 --images-dir "$IMAGES"
             ;;
     esac
 done
+rm -rf "$WORK"
 exit $status

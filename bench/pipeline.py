@@ -22,9 +22,20 @@ threshold is set at the quantile that keeps ~2x --masks of the grid masks of the
 duplicate removal is a no-op (1.01, still computed); both pipelines get the same thresholds.
 
     python bench/pipeline.py --device cuda --variants vit_b,vit_l,vit_h --dtypes fp32,bf16 \\
-        --batch-sizes 1,8 --images 10 --out bench-gpu.json
+        --batch-sizes 1,8 --images 10
     python bench/pipeline.py --device cpu --variants vit_b --dtypes fp32 --batch-sizes 1 \\
         --points-per-side 16 --images 3 --reference-python .venv-reference/bin/python
+    python bench/pipeline.py --device cpu --variants tiny --dtypes fp32 --batch-sizes 1 \\
+        --points-per-side 4 --images 2 --masks 8      # a smoke run
+
+The record (bench/records.py; `--json`, default bench/results/pipeline-<date>-<device>-<variants>.json)
+has one figures row per variant, dtype and batch size: variant, dtype, batch_size,
+points_per_side, decoder, allocator and reference_allocator (CPU malloc settings),
+encoder_images_per_s, decode_ms (all grid prompts of one photo), prompts, images, images_per_s
+(the pipeline), masks_per_image, peak_memory_gib and its kind, and where the reference ran
+reference_images_per_s, reference_masks_per_image, reference_peak_memory_gib and speedup
+(images_per_s / reference_images_per_s). details holds the per-photo seconds and counts, the
+settings and the photos.
 
 The reference interpreter needs segment-anything, torchvision, pycocotools, safetensors and
 transformers: `bash scripts/make_reference_env.sh --bench` builds .venv-reference with them.
@@ -34,11 +45,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
+import dataclasses
 import json
 import os
-import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -53,12 +62,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # sam_factory: random SAMs equal to segment-anything's builders
 
-from peak_rss import PeakRss  # noqa: E402  (bench/, on the path when a script here runs)
+import records  # noqa: E402  (bench/, on the path when a script here runs)
+from peak_rss import PeakRss  # noqa: E402
 from relate_anything.cpu_allocator import reuse_freed_memory  # noqa: E402
 from relate_anything.image_io import load_image  # noqa: E402
 from relate_anything.pipeline import RelateAnything  # noqa: E402
 from relate_anything.ram import RelationHead, RelationHeadConfig  # noqa: E402
-from relate_anything.sam import Segmenter  # noqa: E402
+from relate_anything.sam import Segmenter, SegmentSettings  # noqa: E402
 from relate_anything.sam.ops import build_point_grid  # noqa: E402
 from relate_anything.sam.transforms import preprocess  # noqa: E402
 from sam_factory import random_sam, write_original  # noqa: E402
@@ -122,30 +132,41 @@ def timed(device: torch.device, into: dict):
 
 @dataclass
 class Setup:
-    """One variant's random weights (fp32, CPU) and the thresholds that keep ~N masks."""
+    """One variant's random weights (fp32, CPU) and the settings that keep ~N masks.
+
+    `thresholds` are the same settings as `SamAutomaticMaskGenerator` keyword arguments (the
+    reference's)."""
 
     variant: str
     sam: torch.nn.Module
     head: RelationHead
-    thresholds: dict
+    settings: SegmentSettings
     iou_shift: float
+
+    @property
+    def thresholds(self) -> dict:
+        return {
+            "pred_iou_thresh": self.settings.pred_iou_thresh,
+            "stability_score_thresh": self.settings.stability_score_thresh,
+            "box_nms_thresh": self.settings.box_nms_thresh,
+        }
 
 
 def build(
     variant: str, photos: list[np.ndarray], points_per_side: int, masks: int, device: torch.device, seed: int
 ) -> Setup:
-    """Random weights for `variant` and thresholds calibrated on `photos` (pooled, fp32)."""
+    """Random weights for `variant` and settings calibrated on `photos` (pooled, fp32)."""
     sam = random_sam(ENCODERS[variant], seed=seed)
     torch.manual_seed(seed)
     head = RelationHead(RelationHeadConfig()).eval()
-    segmenter = Segmenter(copy.deepcopy(sam).to(device), points_per_side=points_per_side, pred_iou_thresh=0.0)
+    segmenter = Segmenter(copy.deepcopy(sam).to(device))
     embeddings = segmenter.embed_images(photos)
     ious = []
     for photo, embedding in zip(photos, embeddings):
         segmenter.set_embedding(embedding)
         height, width = photo.shape[:2]
         grid = build_point_grid(points_per_side) * torch.tensor([width, height], dtype=torch.float64)
-        ious.append(segmenter._decode_grid(grid.to(device))[1].float().cpu())
+        ious.append(segmenter._decode_grid(grid.to(device), 0.0)[1].float().cpu())
     iou = torch.cat(ious)
     shift = MEDIAN_PREDICTED_IOU - float(iou.median())
     for model in (sam, segmenter.model):
@@ -153,23 +174,24 @@ def build(
             model.mask_decoder.iou_prediction_head.proj_out.bias += shift
     per_photo = len(iou) / len(photos)
     pred_iou_thresh = float(torch.quantile(iou + shift, 1 - min(1.0, 2 * masks / per_photo)))
-    segmenter.pred_iou_thresh = pred_iou_thresh
-    segmenter.stability_score_thresh = 0.0
-    segmenter.box_nms_thresh = 1.0
-    segmenter.duplicate_iou_thresh = 1.01
+    # Box NMS off and RAM's duplicate removal a no-op (above 1): random masks overlap too much.
+    settings = SegmentSettings(
+        points_per_side=points_per_side,
+        pred_iou_thresh=min(max(pred_iou_thresh, 0.0), 1.0),
+        stability_score_thresh=0.0,
+        box_nms_thresh=1.0,
+        duplicate_iou_thresh=1.01,
+    )
     stability = []
     for embedding in embeddings:
         segmenter.set_embedding(embedding)
-        stability.append(segmenter.segment_everything().stability_scores.float().cpu())
+        stability.append(segmenter.segment_everything(settings=settings).stability_scores.float().cpu())
     stability = torch.cat(stability)
     keep_fraction = min(1.0, masks * len(photos) / max(len(stability), 1))
     stability_thresh = float(torch.nanquantile(stability, 1 - keep_fraction)) if len(stability) else 0.0
-    thresholds = {
-        "pred_iou_thresh": pred_iou_thresh,
-        "stability_score_thresh": max(stability_thresh, 1e-6),  # > 0 switches the filter on
-        "box_nms_thresh": 1.0,
-    }
-    return Setup(variant, sam, head, thresholds, shift)
+    # > 0 switches the filter on
+    settings = settings.replace(stability_score_thresh=min(max(stability_thresh, 1e-6), 1.0))
+    return Setup(variant, sam, head, settings, shift)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,17 +215,14 @@ def bench_decoding(segmenter: Segmenter, photo: np.ndarray, device: torch.device
     """All grid prompts of one photo, 3 masks each, no filter (as the original decodes them)."""
     segmenter.set_image(photo)
     height, width = photo.shape[:2]
-    grid = (build_point_grid(segmenter.points_per_side) * torch.tensor([width, height], dtype=torch.float64)).to(device)
-    threshold, segmenter.pred_iou_thresh = segmenter.pred_iou_thresh, 0.0
-    try:
-        segmenter._decode_grid(grid)  # warm-up
-        result = {}
-        with timed(device, result):
-            for _ in range(repeats):
-                for points in grid.split(segmenter.points_per_batch):
-                    segmenter._decode_grid(points)
-    finally:
-        segmenter.pred_iou_thresh = threshold
+    side = segmenter.settings.points_per_side
+    grid = (build_point_grid(side) * torch.tensor([width, height], dtype=torch.float64)).to(device)
+    segmenter._decode_grid(grid, 0.0)  # warm-up
+    result = {}
+    with timed(device, result):
+        for _ in range(repeats):
+            for points in grid.split(segmenter.points_per_batch):
+                segmenter._decode_grid(points, 0.0)
     result["seconds"] /= repeats
     result["prompts"] = len(grid)
     result["images_per_s"] = 1 / result["seconds"]
@@ -274,7 +293,7 @@ def bench_reference(
     (directory / "spec.json").write_text(json.dumps(spec))
     out = directory / "reference.json"
     completed = subprocess.run(
-        [python, str(REPO / "bench" / "reference_pipeline.py"), str(directory / "spec.json"), str(out)],
+        [python, str(REPO / "bench" / "reference_pipeline.py"), str(directory / "spec.json"), "--json", str(out)],
         capture_output=True,
         text=True,
         env={**os.environ, **TUNED_ALLOCATOR_ENV} if tuned_allocator else None,
@@ -282,9 +301,11 @@ def bench_reference(
     checkpoint.unlink()
     if completed.returncode != 0:
         raise RuntimeError(f"reference run failed:\n{completed.stderr[-4000:]}")
-    result = json.loads(out.read_text())
+    record = json.loads(out.read_text())
+    result = {name: record["details"][name] for name in ("seconds", "masks", "relations", "peak_memory_bytes")}
     result["images"] = len(result["seconds"])
     result["images_per_s"] = result["images"] / sum(result["seconds"])
+    result["torch"] = record["torch"]
     return result
 
 
@@ -292,29 +313,41 @@ def bench_reference(
 # Report
 
 
-def markdown(report: dict) -> str:
-    lines = [
-        "| variant | dtype | batch | encoder img/s | decode all prompts (ms) | pipeline img/s | masks/img | peak memory (GiB) | reference img/s | speed-up |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+def figure_rows(report: dict) -> list[dict]:
+    """One flat row per variant, dtype and batch size (see the docstring)."""
+    rows = []
     for variant, entry in report["variants"].items():
         reference = entry.get("reference")
-        ref_rate = reference["images_per_s"] if reference else None
         for run in entry["runs"]:
             pipe = run["pipeline"]
-            memory = max(run["encoder"]["peak_memory_bytes"], pipe["peak_memory_bytes"]) / 2**30
-            speedup = f"{pipe['images_per_s'] / ref_rate:.2f}x" if ref_rate else "-"
-            lines.append(
-                f"| {variant} | {run['dtype']} | {run['batch_size']} | {run['encoder']['images_per_s']:.2f} "
-                f"| {1000 * run['decoding']['seconds']:.0f} | {pipe['images_per_s']:.3f} "
-                f"| {np.mean(pipe['masks']):.0f} | {memory:.2f} | {f'{ref_rate:.3f}' if ref_rate else '-'} | {speedup} |"
-            )
-        if reference:
-            lines.append(
-                f"| {variant} | reference fp32 | 1 | | | {ref_rate:.3f} | {np.mean(reference['masks']):.0f} "
-                f"| {reference['peak_memory_bytes'] / 2**30:.2f} | | |"
-            )
-    return "\n".join(lines)
+            row = {
+                "variant": variant,
+                "dtype": run["dtype"],
+                "batch_size": run["batch_size"],
+                "points_per_side": report["points_per_side"],
+                "decoder": report["decoder"],
+                "allocator": report["allocator"],
+                "reference_allocator": report["reference_allocator"] if reference else None,
+                "encoder_images_per_s": run["encoder"]["images_per_s"],
+                "decode_ms": 1000 * run["decoding"]["seconds"],
+                "prompts": run["decoding"]["prompts"],
+                "images": pipe["images"],
+                "images_per_s": pipe["images_per_s"],
+                "masks_per_image": float(np.mean(pipe["masks"])),
+                "peak_memory_gib": max(run["encoder"]["peak_memory_bytes"], pipe["peak_memory_bytes"]) / 2**30,
+                "peak_memory_kind": report["peak_memory_kind"],
+                "reference_images_per_s": None,
+                "reference_masks_per_image": None,
+                "reference_peak_memory_gib": None,
+                "speedup": None,
+            }
+            if reference:
+                row["reference_images_per_s"] = reference["images_per_s"]
+                row["reference_masks_per_image"] = float(np.mean(reference["masks"]))
+                row["reference_peak_memory_gib"] = reference["peak_memory_bytes"] / 2**30
+                row["speedup"] = pipe["images_per_s"] / reference["images_per_s"]
+            rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -347,7 +380,7 @@ def main() -> None:
         help="the reference's process with the same malloc settings (tuned) or as users run it (default)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, help="write the full results as JSON here")
+    records.add_json_option(parser)
     args = parser.parse_args()
 
     if args.threads:
@@ -366,34 +399,25 @@ def main() -> None:
     if reference_python == "none":
         reference_python = None
     report = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in sys.argv),
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "torch": torch.__version__,
+        "images_dir": str(args.images_dir),
+        "photos": [p.name for p in paths],
         "points_per_side": args.points_per_side,
         "decoder": args.decoder,
         "allocator": "tuned" if allocator_tuned else "default",
         "reference_allocator": args.reference_allocator if device.type == "cpu" else "default",
         "reference_python": reference_python,
-        "load_average_at_start": os.getloadavg(),  # other jobs on a shared machine slow both sides
+        "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process RSS",
         "variants": {},
     }
     for variant in args.variants.split(","):
         setup = build(variant, photos[: args.calibration_photos], args.points_per_side, args.masks, device, args.seed)
-        entry = {"thresholds": setup.thresholds, "iou_shift": setup.iou_shift, "runs": []}
+        entry = {"settings": dataclasses.asdict(setup.settings), "iou_shift": setup.iou_shift, "runs": []}
         report["variants"][variant] = entry
-        print(f"{variant}: thresholds {setup.thresholds}", file=sys.stderr)
+        print(f"{variant}: {setup.settings}", file=sys.stderr)
         for dtype_name in args.dtypes.split(","):
             sam = copy.deepcopy(setup.sam).to(device, DTYPES[dtype_name]).eval()
             segmenter = Segmenter(
-                sam,
-                points_per_side=args.points_per_side,
-                points_per_batch=args.points_per_batch,
-                duplicate_iou_thresh=1.01,
-                decoder=args.decoder,
-                **setup.thresholds,
+                sam, settings=setup.settings, points_per_batch=args.points_per_batch, decoder=args.decoder
             )
             pipeline = RelateAnything(segmenter, copy.deepcopy(setup.head).to(device), top_k=TOP_K)
             decoding = bench_decoding(segmenter, photos[0], device, args.decode_repeats)
@@ -434,12 +458,10 @@ def main() -> None:
                 f"speed-up {entry['speedup']:.2f}x",
                 file=sys.stderr,
             )
-    report["load_average_at_end"] = os.getloadavg()
-    table = markdown(report)
-    report["markdown"] = table
-    print(table)
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1))
+    rows = figure_rows(report)
+    for row in rows:
+        print(json.dumps(row))
+    records.save("pipeline", rows, device=device, path=args.json, details=report, tag=args.variants.replace(",", "+"))
 
 
 if __name__ == "__main__":

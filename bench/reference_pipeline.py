@@ -7,7 +7,7 @@ official code is used unmodified: SamAutomaticMaskGenerator(output_mode="coco_rl
 the photo, and the mask-decoder tokens of the kept masks (RAM's features) are read with forward
 hooks and looked up by grid point and predicted IoU.
 
-Usage: python bench/reference_pipeline.py SPEC.json OUT.json
+Usage: python bench/reference_pipeline.py SPEC.json [--json OUT.json]
 
 SPEC.json:
     {"encoder": {"embed_dim": 768, "depth": 12, "num_heads": 12, "global_attn_indexes": [2, 5, 8, 11]},
@@ -15,12 +15,15 @@ SPEC.json:
      "images": ["a.jpg", ...], "warmup": 1, "top_k": 20,
      "generator": {SamAutomaticMaskGenerator keyword arguments}}
 
-OUT.json: {"seconds": [per timed photo], "masks": [per timed photo], "relations": [...],
-"peak_memory_bytes": int, "device": str, "torch": str}
+OUT.json: a result record (bench/records.py; default
+bench/results/reference_pipeline-<date>-<device>.json) with one figures row: images,
+images_per_s, masks_per_image, peak_memory_gib, peak_memory_kind; details: "seconds",
+"masks" and "relations" per timed photo, "peak_memory_bytes", the spec.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -32,7 +35,8 @@ from PIL import Image
 from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.build_sam import _build_sam
 
-from peak_rss import PeakRss  # bench/, on the path as this script's folder
+import records  # bench/, on the path as this script's folder
+from peak_rss import PeakRss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from relate_anything.ram import RelationHead, relate  # noqa: E402
@@ -64,8 +68,12 @@ class TokenRecorder:
         return tokens.flatten(0, 1)[torch.as_tensor(index, dtype=torch.long, device=tokens.device)]
 
 
-def main(spec_path: str, out_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("spec", type=Path, help="SPEC.json (see the docstring)")
+    records.add_json_option(parser)
+    args = parser.parse_args()
+    spec = json.loads(args.spec.read_text())
     device = torch.device(spec["device"])
     encoder = spec["encoder"]
     sam = (
@@ -111,17 +119,17 @@ def main(spec_path: str, out_path: str) -> None:
                 seconds.append(time.perf_counter() - started)
                 masks.append(count)
                 relations.append(triplets)
-    result = {
-        "seconds": seconds,
-        "masks": masks,
-        "relations": relations,
-        "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else rss.peak,
+    peak = torch.cuda.max_memory_allocated() if cuda else rss.peak
+    figures = {
+        "images": len(seconds),
+        "images_per_s": len(seconds) / sum(seconds) if seconds else None,
+        "masks_per_image": sum(masks) / len(masks) if masks else None,
+        "peak_memory_gib": peak / 2**30,
         "peak_memory_kind": "cuda max_memory_allocated" if cuda else "process RSS",
-        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-        "torch": torch.__version__,
     }
-    Path(out_path).write_text(json.dumps(result, indent=1))
+    details = {"seconds": seconds, "masks": masks, "relations": relations, "peak_memory_bytes": peak, "spec": spec}
+    records.save("reference_pipeline", [figures], device=device, path=args.json, details=details)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main()

@@ -7,17 +7,21 @@ object pointers) but a tiny Hiera backbone, so that it runs on a CPU; what a ses
 not depend on the backbone's depth or width. Objects are forced present (object-score bias), as a
 tracked object usually is.
 
-    python bench/sam2_session_memory.py --frames 24 --objects 2 --out bench/results/sam2_session_memory.json
+    python bench/sam2_session_memory.py --frames 24 --objects 2
+    python bench/sam2_session_memory.py --frames 2 --objects 1 --chunk-size 1    # a smoke run
+
+The record (bench/records.py; `--json`, default bench/results/sam2_session_memory-<date>-cpu.json)
+has one figures row per session kind: session, frames, objects, mib_after_first_frame,
+mib_last_frame, growth_mib_per_frame (over the last growth_window_frames frames, at most 8);
+details holds the MiB after every frame.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,9 @@ from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenc
 
 from relate_anything.sam.sam2_ops import preprocess_square, square_mask_inputs
 from relate_anything.video.sam2 import Sam2TrackerSettings, Sam2VideoTracker, inference_session_stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import records  # noqa: E402
 
 HEIGHT, WIDTH = 480, 640
 
@@ -84,8 +91,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--objects", type=int, default=2)
     parser.add_argument("--chunk-size", type=int, default=8)
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    records.add_json_option(parser)
     args = parser.parse_args()
+    if args.frames < 2:
+        parser.error("--frames must be at least 2 (growth is measured between frames)")
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(args.frames)]
     masks = []
@@ -102,24 +111,26 @@ def main() -> None:
         f"Sam2VideoTracker, chunk_size {args.chunk_size}": tracker_bytes(model, frames, prompts, args.chunk_size),
     }
     mib = 2**20
-    report = {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "date": date.today().isoformat(),
-        "device": f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
-        "torch": torch.__version__,
-        "frames": args.frames,
-        "objects": args.objects,
+    window = min(8, args.frames - 1)
+    rows = [
+        {
+            "session": name,
+            "frames": args.frames,
+            "objects": args.objects,
+            "mib_after_first_frame": round(sizes[0] / mib, 2),
+            "mib_last_frame": round(sizes[-1] / mib, 2),
+            "growth_mib_per_frame": round((sizes[-1] - sizes[-1 - window]) / window / mib, 3),
+            "growth_window_frames": window,
+        }
+        for name, sizes in runs.items()
+    ]
+    for row in rows:
+        print(json.dumps(row))
+    details = {
         "seconds": round(time.perf_counter() - started, 1),
         "mib_after_each_frame": {name: [round(b / mib, 2) for b in sizes] for name, sizes in runs.items()},
-        "mib_last_frame": {name: round(sizes[-1] / mib, 2) for name, sizes in runs.items()},
-        "mib_growth_per_frame_over_the_last_8": {
-            name: round((sizes[-1] - sizes[-9]) / 8 / mib, 3) for name, sizes in runs.items()
-        },
     }
-    print(json.dumps({k: v for k, v in report.items() if k != "mib_after_each_frame"}, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    records.save("sam2_session_memory", rows, device="cpu", path=args.json, details=details)
 
 
 if __name__ == "__main__":

@@ -7,20 +7,31 @@ extrapolates the time of one epoch. Images are drawn from a pool built once (fea
 as the cache gives them, padded per batch by `collate` and copied to the device), so the figures
 include the host-side batching.
 
-    python bench/train_throughput.py --device cuda --batch-sizes 4,16 --seconds 20 --out train.json
+    python bench/train_throughput.py --device cuda --batch-sizes 4,16 --seconds 20
+    python bench/train_throughput.py --device cpu --batch-sizes 2 --seconds 2 --warmup 1 --pool 8   # a smoke run
+
+The record (bench/records.py; `--json`, default bench/results/train_throughput-<date>-<device>.json)
+has one figures row per batch size: batch_size, amp_bf16, loss, masks_per_image ([min, max]),
+relations_per_image, steps, seconds, images_per_s, ms_per_step, epoch_images, epoch_hours and,
+on CUDA, peak_memory_gib.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from relate_anything.ram import RelationHead, RelationHeadConfig
 from relate_anything.training.cache import CachedImage
 from relate_anything.training.trainer import _Ema, collate, relation_loss
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import records  # noqa: E402
 
 
 def make_pool(size: int, *, min_masks: int, max_masks: int, relations: int, seed: int) -> list[CachedImage]:
@@ -99,20 +110,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--loss", default="multi_label_ce", choices=["multi_label_ce", "bce"])
     parser.add_argument("--no-amp", action="store_true")
-    parser.add_argument("--out", help="write the results as JSON here")
+    records.add_json_option(parser)
     args = parser.parse_args()
 
     device = torch.device(args.device)
     pool = make_pool(args.pool, min_masks=args.min_masks, max_masks=args.max_masks, relations=args.relations, seed=0)
-    report = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "amp_bf16": not args.no_amp and device.type == "cuda",
-        "masks_per_image": [args.min_masks, args.max_masks],
-        "epoch_images": args.epoch_images,
-        "loss": args.loss,
-        "results": [],
-    }
+    rows = []
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
         result = time_config(
             pool,
@@ -123,12 +126,20 @@ def main() -> None:
             seconds=args.seconds,
             warmup=args.warmup,
         )
-        result["epoch_seconds"] = args.epoch_images / result["images_per_s"]
-        report["results"].append(result)
-        print(json.dumps(result), flush=True)
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(report, handle, indent=1)
+        row = {
+            "batch_size": batch_size,
+            "amp_bf16": not args.no_amp and device.type == "cuda",
+            "loss": args.loss,
+            "masks_per_image": [args.min_masks, args.max_masks],
+            "relations_per_image": args.relations,
+            **{name: value for name, value in result.items() if name != "batch_size"},
+            "epoch_images": args.epoch_images,
+            "epoch_hours": args.epoch_images / result["images_per_s"] / 3600,
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    details = {"pool": args.pool, "warmup": args.warmup}
+    records.save("train_throughput", rows, device=device, path=args.json, details=details)
 
 
 if __name__ == "__main__":

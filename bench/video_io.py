@@ -1,21 +1,27 @@
 """Video building blocks on a CPU: reading (speed, and memory against clip length), the streaming
 relation-interval accumulator at 10-minute-clip scale, and annotating 1080p frames.
 
-    python bench/video_io.py --out bench/results/video_io.json
+    python bench/video_io.py
+    python bench/video_io.py --clip-seconds 1 --interval-frames 50 --annotate-frames 1   # a smoke run
 
 Clips are synthetic (moving gradients with noise, H.264 from `write_video`), written to a
 temporary folder first; their writing is not timed.
+
+The record (bench/records.py; `--json`, default bench/results/video_io-<date>-cpu.json) has one
+figures row per measurement, by "what":
+- "read": clip_seconds, size, source_fps, sampling_fps (None: every frame), sampled_frames,
+  seconds, source_frames_per_second, peak_rss_growth_mb;
+- "intervals": frames, tracks, predicates, candidates, add_ms_per_frame, result_seconds,
+  held_mb, dense_tensor_mb (the [T, P, N, N] tensor it avoids), relations;
+- "annotate": size, tracks, ms_per_frame.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+import records  # noqa: E402
 from peak_rss import PeakRss, resident_bytes  # noqa: E402
 from relate_anything.video.intervals import IntervalAccumulator, IntervalSettings  # noqa: E402
 from relate_anything.video.io import SamplingSettings, open_video, write_video  # noqa: E402
@@ -55,6 +62,7 @@ def bench_reading(folder: Path, seconds_list: list[float]) -> list[dict]:
             elapsed = time.perf_counter() - start
             results.append(
                 {
+                    "what": "read",
                     "clip_seconds": seconds,
                     "size": f"{reader.width}x{reader.height}",
                     "source_fps": reader.fps,
@@ -88,6 +96,7 @@ def bench_intervals(frames: int = 3000, tracks: int = 50, predicates: int = 56, 
     found = accumulator.result(top_k=100)
     finishing = time.perf_counter() - start
     result = {
+        "what": "intervals",
         "frames": frames,
         "tracks": tracks,
         "predicates": predicates,
@@ -111,6 +120,7 @@ def bench_annotation(repeats: int = 5) -> dict:
     for t in range(repeats):
         annotate_frame(frames[t], graph, t)
     result = {
+        "what": "annotate",
         "size": "1920x1080",
         "tracks": len(graph.tracks),
         "ms_per_frame": round(1000 * (time.perf_counter() - start) / repeats),
@@ -122,21 +132,17 @@ def bench_annotation(repeats: int = 5) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip-seconds", default="10,60", help="lengths of the 1080p30 clips read, comma-separated")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--interval-frames", type=int, default=3000, help="frames fed to the interval accumulator")
+    parser.add_argument("--annotate-frames", type=int, default=5, help="1080p frames annotated")
+    records.add_json_option(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         reading = bench_reading(Path(folder), [float(s) for s in args.clip_seconds.split(",")])
-    report = {
-        "command": " ".join(["python", *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}",
-        "reading": reading,
-        "intervals": bench_intervals(),
-        "annotation": bench_annotation(),
-    }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    rows = [*reading, bench_intervals(frames=args.interval_frames), bench_annotation(args.annotate_frames)]
+    import av
+
+    details = {"pyav": av.__version__, "ffmpeg": getattr(av, "ffmpeg_version_info", None)}
+    records.save("video_io", rows, device="cpu", path=args.json, details=details)
 
 
 if __name__ == "__main__":
