@@ -210,5 +210,5 @@ def test_a_head_for_another_token_width_is_refused(pipeline):
     from relate_anything.ram import RelationHead, RelationHeadConfig
 
     head = RelationHead(RelationHeadConfig(feature_dim=32, hidden_size=64, num_heads=2, intermediate_size=32))
-    with pytest.raises(RelateAnythingError, match="32-d features but the segmenter .* gives 256-d"):
+    with pytest.raises(RelateAnythingError, match="trained on 32-d mask tokens .* gives 256-d tokens"):
         RelateAnything(pipeline.segmenter, head)

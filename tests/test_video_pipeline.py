@@ -192,3 +192,38 @@ def test_video_command_refuses_bad_input_before_loading_models(tmp_path):
     assert result.exit_code == 2 and "tracker must be one of" in result.output
     result = CliRunner().invoke(app, ["video", str(notes), "--start", "3", "--end", "1"])
     assert result.exit_code == 2 and "before end" in result.output
+
+
+@pytest.mark.parametrize("tracker", ["sam2", "seggpt"])
+def test_sam2_and_seggpt_trackers_run_end_to_end(pipeline, clip, tracker, tiny_seggpt_folder):
+    """Tiny random SAM 2 and SegGPT carry the tracks: plumbing, ids and shapes (random weights
+    track nothing in particular)."""
+    from relate_anything.seggpt import ExampleSegmenter
+    from relate_anything.video.sam2 import Sam2TrackerSettings, Sam2VideoTracker
+    from sam2_factory import random_sam2_video
+
+    stages = {}
+    if tracker == "sam2":
+        # Chunks of 4 frames: the ids must survive the chunk boundaries.
+        stages["video_tracker"] = Sam2VideoTracker(random_sam2_video(), settings=Sam2TrackerSettings(chunk_size=4))
+    else:
+        stages["example_segmenter"] = ExampleSegmenter.from_pretrained(tiny_seggpt_folder)
+    staged = RelateAnything(pipeline.segmenter, pipeline.relation_head, settings=pipeline.settings, **stages)
+    _, frames, _ = clip
+    request = VideoRequest(
+        tracker=tracker,
+        top_k=5,
+        **(RANDOM | {"tracking": TrackerSettings(continuity_iou=0.0, min_track=1, keyframe_every=4)}),
+    )
+    run = staged.video_run(list(frames[:8]), request)
+    graphs = list(run)
+    graph = run.result()
+    assert len(graphs) == 8 and graph.num_frames == 8
+    assert run.tracker.name == tracker and graph.tracks
+    # A track's frames are in order and each of its masks is the one the frame graph shows.
+    for track in graph.tracks:
+        for item in track.frames:
+            assert graphs[item.frame].segment(track.id).mask == item.mask
+    keyframe_ids = {s.id for s in graphs[0].segments}
+    later_ids = {s.id for g in graphs[1:4] for s in g.segments}
+    assert later_ids <= keyframe_ids  # between keyframes no track is born: ids are carried

@@ -33,6 +33,7 @@ from relate_anything.console import (
     progress_bar,
     report,
     segment_settings_options,
+    warn,
 )
 from relate_anything.datasets.cli import app as data_app
 from relate_anything.errors import RelateAnythingError
@@ -41,7 +42,7 @@ from relate_anything.evaluation.video_cli import evaluate_video_command
 from relate_anything.serving.cli import serve_command
 from relate_anything.serving.ui_cli import ui_command
 from relate_anything.settings import SegmentSettings
-from relate_anything.training.cli import collect_command, train_command
+from relate_anything.training.cli import collect_command, distill_command, train_command
 from relate_anything.video.cli import VIDEO_EXAMPLES, video_command
 
 app = typer.Typer(
@@ -192,6 +193,8 @@ def run(
     )
     spec.load_vocabulary()  # a bad vocabulary fails before any model loads
     pipeline = spec.build(check_device(device))
+    for warning in pipeline.warnings:
+        warn(warning)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
     with progress_bar(enabled=len(images) > 1) as progress:
@@ -254,6 +257,7 @@ app.command("eval", epilog=EXIT_CODES_HELP)(evaluate_command)
 app.command("eval-video", epilog=EXIT_CODES_HELP)(evaluate_video_command)
 app.command("collect", epilog=EXIT_CODES_HELP)(collect_command)
 app.command("train", epilog=EXIT_CODES_HELP)(train_command)
+app.command("distill", epilog=EXIT_CODES_HELP)(distill_command)
 app.command("ui", epilog=EXIT_CODES_HELP)(ui_command)
 app.command("serve", epilog=EXIT_CODES_HELP)(serve_command)
 app.command("video", epilog=f"{VIDEO_EXAMPLES}\n\n{EXIT_CODES_HELP}")(video_command)

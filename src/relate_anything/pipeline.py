@@ -34,7 +34,7 @@ import torch
 from relate_anything import psg, weights
 from relate_anything.boxes import xyxy_inclusive_to_xyxy
 from relate_anything.devices import dtype_name, parse_dtype
-from relate_anything.errors import CheckpointError, PromptError, UsageError
+from relate_anything.errors import PromptError, UsageError
 from relate_anything.image_io import load_image
 from relate_anything.masks import mask_ious
 from relate_anything.prefetch import prefetched
@@ -90,11 +90,12 @@ class RelateAnything:
         example_segmenter: ExampleSegmenter | None = None,
         video_tracker: Sam2VideoTracker | None = None,
     ) -> None:
-        if relation_head.config.feature_dim != segmenter.feature_dim:
-            raise CheckpointError(
-                f"the relation head takes {relation_head.config.feature_dim}-d features but the segmenter "
-                f"{segmenter.name!r} gives {segmenter.feature_dim}-d mask tokens: use a head trained for this segmenter"
-            )
+        #: Problems worth telling the user that do not stop the pipeline (a head trained on another
+        #: segmenter of the same token width).
+        self.warnings: list[str] = []
+        warning = relation_head.config.check_tokens(feature_dim=segmenter.feature_dim, segmenter=segmenter.name)
+        if warning is not None:
+            self.warnings.append(warning)
         self.segmenter = segmenter
         self.relation_head = relation_head.eval()
         self.settings = settings or segmenter.settings

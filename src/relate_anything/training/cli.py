@@ -16,8 +16,10 @@ import typer
 from relate_anything.console import (
     DeviceOption,
     DtypeOption,
+    RamOption,
     SamOption,
     handles_errors,
+    progress_bar,
     progress_callback,
     segment_settings_options,
     stderr,
@@ -143,3 +145,123 @@ def _psg_dataset(data: Path, split: str):
     from relate_anything.datasets import PsgDataset
 
     return PsgDataset(data, split=None if split == "all" else split)
+
+
+@segment_settings_options
+@handles_errors
+def distill_command(
+    images: Annotated[
+        str,
+        typer.Argument(
+            metavar="IMAGES",
+            help="Unlabeled photos: a folder, a glob, or a manifest (as for `batch`).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder for the caches, head.safetensors and report.json (resumes if it exists).")
+    ] = Path("runs/distill"),
+    student_sam: Annotated[
+        str | None,
+        typer.Option(
+            help="The student segmenter: SAM, SAM-HQ or SAM 2, hub id, folder or sam_vit_*.pth "
+            "(default: $RELATE_ANYTHING_STUDENT_SAM, else facebook/sam-vit-base).",
+            show_default=False,
+            rich_help_panel="Models",
+        ),
+    ] = None,
+    teacher_sam: SamOption = None,
+    teacher_ram: RamOption = None,
+    temperature: Annotated[float, typer.Option(help="T of the teacher's soft targets (> 0).")] = 2.0,
+    psg: Annotated[
+        Path | None,
+        typer.Option(
+            help="A PSG dataset (folder with psg.json) whose annotated images among IMAGES also get hard labels.",
+            show_default=False,
+        ),
+    ] = None,
+    alpha: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Weight of the teacher's targets on images with hard labels.")
+    ] = 0.5,
+    held_out: Annotated[
+        float,
+        typer.Option(help="Fraction of IMAGES kept out of training for the report."),
+    ] = 0.1,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 12,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per training step.")] = 4,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    seed: Annotated[int, typer.Option(help="Seed of the training run.")] = 0,
+    settings: SegmentSettings = SegmentSettings(),
+) -> None:
+    """Teach a relation head for another segmenter with RAM's published pair (SAM ViT-H + RAM)."""
+    from relate_anything.batch import list_inputs
+    from relate_anything.devices import check_device
+    from relate_anything.pipeline import PipelineSpec, RelateAnything
+    from relate_anything.sam import Segmenter
+    from relate_anything.sam.students import load_student
+    from relate_anything.training.distillation import DistillSettings, distill
+    from relate_anything.training.trainer import TrainConfig
+    from relate_anything.weights import STUDENT_WEIGHTS
+
+    distill_settings = DistillSettings(temperature=temperature, alpha=alpha, held_out=held_out)
+    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed)
+    items = list_inputs(images)
+    ground_truth = None
+    if psg is not None:
+        dataset = _psg_dataset(psg, "all")
+        ground_truth = {graph.file: graph for graph in dataset if graph.file}
+    device = check_device(device)
+    spec = PipelineSpec(sam=teacher_sam, ram=teacher_ram, dtype=dtype, settings=settings).resolved()
+    student_name = STUDENT_WEIGHTS.reference(student_sam)
+    teacher = spec.build(device)
+    student = load_student(student_name, device=device)
+
+    def student_pipeline(head):
+        model = getattr(student, "model", None)
+        if model is None or type(model).__name__ != "SamModel":
+            return None  # only SAM students segment everything with relate-anything's Segmenter
+        return RelateAnything(Segmenter(model, settings=settings), head.to(device), settings=settings)
+
+    with progress_bar() as bar:
+        tasks = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        report = distill(
+            items,
+            teacher,
+            student,
+            out,
+            student_name=student_name,
+            teacher_names={"sam": spec.sam, "ram": spec.ram},
+            config=config,
+            settings=distill_settings,
+            ground_truth=ground_truth,
+            student_pipeline=student_pipeline,
+            progress=progress,
+        )
+    print_distill_report(report, out)
+
+
+def print_distill_report(report, out: Path) -> None:
+    """The report as a table: agreement with the teacher, speeds, PSG recall."""
+    from rich.table import Table
+
+    from relate_anything.console import stdout
+
+    table = Table(title=f"{report.student} taught by {report.teacher.get('sam')} + RAM (held-out images)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in report.agreement.items():
+        table.add_row(name, f"{100 * value:.1f} %" if name.startswith("teacher_R@") else f"{value:.4f}")
+    for name, value in report.speed.items():
+        table.add_row(name, "-" if value is None else f"{value:g}")
+    for name, value in (report.psg or {}).items():
+        table.add_row(f"PSG {name}", f"{100 * value:.1f} %")
+    stdout.print(table)
+    stdout.print(f"head: {out / 'head.safetensors'}; report: {out / 'report.json'}", markup=False)

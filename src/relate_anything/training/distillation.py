@@ -246,7 +246,9 @@ def distill(
             out / (TRAIN_CACHE if name == "train" else HELD_OUT_CACHE),
             student_name=student_name,
             ground_truth=ground_truth,
-            progress=None if progress is None else (lambda done, total, name=name: progress(f"collect {name}", done, total)),
+            progress=None
+            if progress is None
+            else (lambda done, total, name=name: progress(f"collect {name}", done, total)),
         )
     labelled = any(s.labelled for s in stats.values())
     config = replace(
@@ -290,13 +292,19 @@ def distill(
 
 
 @torch.inference_mode()
-def _speeds(items: Sequence[InputItem], teacher: RelateAnything, student: RelateAnything | None) -> dict[str, float | None]:
+def _speeds(
+    items: Sequence[InputItem], teacher: RelateAnything, student: RelateAnything | None
+) -> dict[str, float | None]:
     """Images/s of the teacher's and the student's whole pipelines on the same images, one after
     the other on the same device (the first image of each warms up and is not timed)."""
     from relate_anything.batch.inputs import load_input
 
     photos = [load_input(item.location) for item in items]
-    speeds: dict[str, float | None] = {"teacher_images_per_s": None, "student_images_per_s": None, "images": len(photos)}
+    speeds: dict[str, float | None] = {
+        "teacher_images_per_s": None,
+        "student_images_per_s": None,
+        "images": len(photos),
+    }
     for name, pipeline in (("teacher", teacher), ("student", student)):
         if pipeline is None or len(photos) < 2:
             continue

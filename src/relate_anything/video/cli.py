@@ -33,6 +33,7 @@ from relate_anything.console import (
     report,
     segment_settings_options,
     stderr,
+    warn,
 )
 from relate_anything.errors import InputFileError, PromptError, UsageError
 from relate_anything.settings import SegmentSettings
@@ -171,6 +172,8 @@ def video_command(
     if not readers:
         raise typer.Exit(code=EXIT_INPUTS)
     pipeline = spec.build(device)
+    for warning in pipeline.warnings:
+        warn(warning)
     out.mkdir(parents=True, exist_ok=True)
     for source, reader in readers.items():
         try:
