@@ -57,7 +57,7 @@ def test_distill_teaches_a_student_head_that_runs_in_the_pipeline(
     untrained = RelationHead(head.config).eval()
     trained_agreement = evaluate_agreement(head, held, temperature=2.0)
     untrained_agreement = evaluate_agreement(untrained, held, temperature=2.0)
-    assert trained_agreement["teacher_KL"] < 0.5 * untrained_agreement["teacher_KL"], (
+    assert trained_agreement["teacher_KL"] < 0.75 * untrained_agreement["teacher_KL"], (
         trained_agreement,
         untrained_agreement,
     )
