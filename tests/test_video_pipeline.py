@@ -227,3 +227,39 @@ def test_sam2_and_seggpt_trackers_run_end_to_end(pipeline, clip, tracker, tiny_s
     keyframe_ids = {s.id for s in graphs[0].segments}
     later_ids = {s.id for g in graphs[1:4] for s in g.segments}
     assert later_ids <= keyframe_ids  # between keyframes no track is born: ids are carried
+
+
+def test_synth_video_then_video_then_eval_video(tmp_path, small_sam, tiny_ram_pth, tiny_clip_folder):
+    """data synth-video -> relate-anything video (tiny random models, tracks named with PSG's
+    classes) -> eval-video: the commands chain on PVSG-format data (random weights score what
+    they score; the oracle test above shows a perfect pipeline scores 1)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from conftest import RANDOM_WEIGHT_FLAGS
+    from relate_anything.cli import app
+
+    runner = CliRunner()
+    data = tmp_path / "synth"
+    result = runner.invoke(
+        app, ["data", "synth-video", "--out", str(data), "--videos", "1", "--frames", "6", "--seed", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    (clip,) = sorted((data / "synthetic" / "videos").glob("*.mp4"))
+    result = runner.invoke(
+        app,
+        ["video", str(clip), "--out", str(tmp_path / "pred"), "--fps", "0", "--no-video", "--sam", str(small_sam),
+         "--ram", str(tiny_ram_pth), "--labeler", str(tiny_clip_folder), "--vocab", "psg", "--label-threshold", "0",
+         "--min-track", "1", "--min-interval", "1", *RANDOM_WEIGHT_FLAGS],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    predicted = VideoSceneGraph.load(tmp_path / "pred" / f"{clip.stem}.json")
+    assert predicted.tracks and all(track.label for track in predicted.tracks)
+    scores = tmp_path / "scores.json"
+    result = runner.invoke(
+        app, ["eval-video", str(tmp_path / "pred"), str(data), "--split", "all", "--json", str(scores)]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(scores.read_text())
+    assert 0.0 <= report["recall"]["R@20"] <= 1.0
