@@ -536,8 +536,8 @@ class PipelineSpec:
             UsageError: a vocabulary that cannot be read.
         """
         vocabulary = self.load_vocabulary()  # a bad vocabulary file fails before any model loads
-        ram_path = weights.resolve(weights.RAM_WEIGHTS.reference(self.ram), weights.RAM_WEIGHTS)
         segmenter = self.build_segmenter(device, embedding_cache_size=embedding_cache_size)
+        ram_path = weights.resolve(weights.RAM_WEIGHTS.reference(self.ram), weights.RAM_WEIGHTS)
         relation_head = RelationHead.from_checkpoint(ram_path).to(device)
         labeler = detector = example_segmenter = video_tracker = None
         if self.labeler is not None:
