@@ -370,7 +370,7 @@ def test_sigkill_mid_run_then_resume_gives_every_image_exactly_once(tmp_path, sm
 
     # The same command finishes the job: every image exactly once, each graph the pipeline's own.
     finished = subprocess.run([*command, "--workers", "2"], capture_output=True, text=True, timeout=240)
-    assert finished.returncode == 2, finished.stderr  # broken.jpg
+    assert finished.returncode == 4, finished.stderr  # broken.jpg
     assert _output_counts(out) == collections.Counter(names)
     assert not list(out.glob("*.tmp"))
     graphs_before = sum(done_before.values()) - done_before["broken.jpg"]
