@@ -123,7 +123,7 @@ def test_segment_everything_is_the_same_with_either_decoder(segmenter: Segmenter
     torch.testing.assert_close(fast.features, slow.features, rtol=0, atol=TOLERANCE)
     torch.testing.assert_close(fast.stability_scores, slow.stability_scores, rtol=0, atol=1e-4)
     # Masks are logits thresholded at 0: only a pixel within rounding of 0 could flip.
-    assert (fast.masks != slow.masks).float().mean() < 1e-6
+    assert int((fast.masks != slow.masks).sum()) <= 3
 
 
 def test_bfloat16_fast_decoder_stays_close_to_float32(segmenter: Segmenter) -> None:
