@@ -439,6 +439,7 @@ def test_requests_on_cuda_are_batched(tiny_sam, tiny_ram_pth, images_dir):
 # Schemathesis: whatever the schema allows, the server answers without a server error
 
 
+@pytest.mark.slow
 def test_openapi_schema_fuzz(pipeline):
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings
@@ -497,6 +498,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_serve_command_answers_http(tiny_sam, tiny_ram_pth, dog_jpg):
     port = _free_port()
     command = [sys.executable, "-c", "from relate_anything.cli import main; main()", "serve", "--port", str(port)]

@@ -330,6 +330,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
 def test_sigkill_mid_run_then_resume_gives_every_image_exactly_once(tmp_path, small_sam, tiny_ram_pth):
     """Two CPU worker processes, one output; killed (SIGKILL) as soon as a shard is committed."""
@@ -380,6 +381,7 @@ def test_sigkill_mid_run_then_resume_gives_every_image_exactly_once(tmp_path, sm
         _assert_same_graph(graph, pipeline(load_image(tmp_path / "photos" / graph.file), file=graph.file))
 
 
+@pytest.mark.slow
 def test_ray_local_cluster_writes_the_same_output(tmp_path, small_sam, tiny_ram_pth):
     pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'relate-anything[ray]')")
     names = _photos(tmp_path / "photos", 4)

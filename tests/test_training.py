@@ -321,6 +321,7 @@ def synthetic_caches(tmp_path_factory):
     return root / "train", root / "val"
 
 
+@pytest.mark.slow
 def test_training_learns_a_known_relation_rule(synthetic_caches):
     train_dir, val_dir = synthetic_caches
     result = train(train_dir, val_dir, config=tiny_config(epochs=10, lr_milestones=(9,)))
@@ -340,6 +341,7 @@ def test_training_learns_a_known_relation_rule(synthetic_caches):
     assert result.history[0]["loss"] > final["loss"]
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(synthetic_caches, tmp_path):
     train_dir, val_dir = synthetic_caches
     straight = train(train_dir, None, config=tiny_config(epochs=2, checkpoint_dir=tmp_path / "a"))
@@ -410,6 +412,7 @@ class _WithGroundTruthMasks:
         return SegmentationResult.concatenate([self.segmenter.segment_everything(), gt])
 
 
+@pytest.mark.slow
 def test_synth_collect_train_eval_end_to_end(tiny_sam, tmp_path):
     """data synth -> collect -> train -> predict (SGDet and PredCls) -> eval, with a tiny random SAM."""
     import json

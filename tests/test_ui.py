@@ -186,6 +186,7 @@ def _column(page, index: int) -> list[str]:
     )
 
 
+@pytest.mark.slow
 def test_the_page_in_a_real_browser(served_page, dog_jpg):
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="browser tests need playwright (pip install -e '.[test]')"

@@ -194,6 +194,7 @@ def test_video_command_refuses_bad_input_before_loading_models(tmp_path):
     assert result.exit_code == 2 and "before end" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tracker", ["sam2", "seggpt"])
 def test_sam2_and_seggpt_trackers_run_end_to_end(pipeline, clip, tracker, tiny_seggpt_folder):
     """Tiny random SAM 2 and SegGPT carry the tracks: plumbing, ids and shapes (random weights
@@ -229,6 +230,7 @@ def test_sam2_and_seggpt_trackers_run_end_to_end(pipeline, clip, tracker, tiny_s
     assert later_ids <= keyframe_ids  # between keyframes no track is born: ids are carried
 
 
+@pytest.mark.slow
 def test_synth_video_then_video_then_eval_video(tmp_path, small_sam, tiny_ram_pth, tiny_clip_folder):
     """data synth-video -> relate-anything video (tiny random models, tracks named with PSG's
     classes) -> eval-video: the commands chain on PVSG-format data (random weights score what
