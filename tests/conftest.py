@@ -45,6 +45,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_cuda)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: tiny models on a shared 2-core machine run ~10x slower when
+    OpenMP oversubscribes the cores (use with `pytestmark = pytest.mark.usefixtures(...)`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def images_dir() -> Path:
     if not (IMAGES / "dog.jpg").is_file():

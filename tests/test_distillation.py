@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from ram_factory import TRAINABLE_HEAD
 from relate_anything import atomic
 from relate_anything.errors import CheckpointError, RelateAnythingError
 from relate_anything.ram import RelationHead, RelationHeadConfig
@@ -35,27 +36,10 @@ from relate_anything.training.synthetic_features import (
 )
 from relate_anything.training.trainer import _save_checkpoint, evaluate_agreement
 
-STUDENT_HEAD = RelationHeadConfig(
-    hidden_size=64,
-    num_heads=2,
-    num_layers=1,
-    intermediate_size=128,
-    num_predicates=8,
-    projection_dim=32,
-    vocab_size=2,
-    max_position_embeddings=2,
-    type_vocab_size=1,
-    dropout=0.0,
-)
+STUDENT_HEAD = replace(TRAINABLE_HEAD, num_predicates=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription (10x here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def distill_config(**overrides) -> TrainConfig:

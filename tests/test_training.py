@@ -13,10 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
+from ram_factory import TRAINABLE_HEAD
 from relate_anything import psg
 from relate_anything.errors import RelateAnythingError
 from relate_anything.masks import mask_ious
-from relate_anything.ram import RelationHead, RelationHeadConfig
+from relate_anything.ram import RelationHead
 from relate_anything.sam import SegmentationResult
 from relate_anything.scene_graph import Relation, SceneGraph
 from relate_anything.training import (
@@ -34,28 +35,10 @@ from relate_anything.training import cache as cache_module
 from relate_anything.training.metrics import frequency_baseline_logits, mean_recall, triplet_recall
 from relate_anything.training.trainer import multilabel_categorical_crossentropy, relation_loss
 
-# A head small enough to train in seconds on two CPU cores.
-TINY_HEAD = RelationHeadConfig(
-    hidden_size=64,
-    num_heads=2,
-    num_layers=1,
-    intermediate_size=128,
-    projection_dim=32,
-    vocab_size=2,
-    max_position_embeddings=2,
-    type_vocab_size=1,
-    dropout=0.0,
-)
+TINY_HEAD = TRAINABLE_HEAD
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription, which made
-    # these tests ~10x slower. (The DDP test's workers set their own.)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**overrides) -> TrainConfig:

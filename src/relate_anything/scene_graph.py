@@ -18,6 +18,7 @@ Boxes are pixel edges: a mask covering columns 3..7 has x0 = 3, x1 = 8.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from relate_anything import psg
+from relate_anything.atomic import write_text_atomically
 from relate_anything.boxes import xywh_to_xyxy
 from relate_anything.errors import UsageError
 from relate_anything.masks import coco_rles, decode_mask, encode_masks, rle_areas
@@ -41,6 +43,37 @@ SCHEMA = "relate-anything/scene-graph/v1"
 
 class SceneGraphFormatError(UsageError):
     """A scene-graph JSON that does not follow the schema."""
+
+
+def parse_json(text: str, kind: str) -> Any:
+    """`text` parsed as JSON, or `SceneGraphFormatError` naming `kind` ("scene graph", ...)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SceneGraphFormatError(f"{kind} is not valid JSON: {error}") from error
+
+
+def check_schema(data: Any, schema: str, kind: str) -> None:
+    """Raise `SceneGraphFormatError` unless `data` is a dict of schema `schema`."""
+    found = data.get("schema") if isinstance(data, dict) else None
+    if found != schema:
+        raise SceneGraphFormatError(f"not a relate-anything {kind}: schema is {found!r}, expected {schema!r}")
+
+
+def check_relations(relations: Sequence[Any], known: set[int], predicates: Sequence[str], *, what: str) -> None:
+    """Raise `SceneGraphFormatError` unless every relation joins two `known` ids (of a `what`:
+    segment, track) and names a predicate of `predicates` by index and name."""
+    for relation in relations:
+        if relation.subject not in known or relation.object not in known:
+            raise SceneGraphFormatError(
+                f"relation {relation.subject} -> {relation.object} refers to a {what} id that does not exist"
+            )
+        if not 0 <= relation.predicate_id < len(predicates):
+            raise SceneGraphFormatError(f"predicate id {relation.predicate_id} out of range")
+        if predicates[relation.predicate_id] != relation.predicate:
+            raise SceneGraphFormatError(
+                f"predicate id {relation.predicate_id} is {predicates[relation.predicate_id]!r}, not {relation.predicate!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -176,19 +209,7 @@ class SceneGraph:
                     f"segment {segment.id}: mask size {segment.mask['size']} is not the image's "
                     f"[height, width] = [{self.height}, {self.width}]"
                 )
-        known = set(ids)
-        for relation in self.relations:
-            if relation.subject not in known or relation.object not in known:
-                raise SceneGraphFormatError(
-                    f"relation {relation.subject} -> {relation.object} refers to a segment id that does not exist"
-                )
-            if not 0 <= relation.predicate_id < len(self.predicates):
-                raise SceneGraphFormatError(f"predicate id {relation.predicate_id} out of range")
-            if self.predicates[relation.predicate_id] != relation.predicate:
-                raise SceneGraphFormatError(
-                    f"predicate id {relation.predicate_id} is {self.predicates[relation.predicate_id]!r}, "
-                    f"not {relation.predicate!r}"
-                )
+        check_relations(self.relations, set(ids), self.predicates, what="segment")
 
     # -- construction -------------------------------------------------------------------------
 
@@ -292,14 +313,12 @@ class SceneGraph:
         return json.dumps(self.to_dict(features=features), indent=indent)
 
     def save(self, path: str | Path, *, features: bool = True) -> None:
-        """Write the graph as JSON to `path`."""
-        Path(path).write_text(self.to_json(features=features))
+        """Write the graph as JSON to `path` (complete or not at all)."""
+        write_text_atomically(Path(path), self.to_json(features=features))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SceneGraph:
-        schema = data.get("schema") if isinstance(data, dict) else None
-        if schema != SCHEMA:
-            raise SceneGraphFormatError(f"not a relate-anything scene graph: schema is {schema!r}, expected {SCHEMA!r}")
+        check_schema(data, SCHEMA, "scene graph")
         try:
             image = data["image"]
             return cls(
@@ -316,11 +335,7 @@ class SceneGraph:
 
     @classmethod
     def from_json(cls, text: str) -> SceneGraph:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise SceneGraphFormatError(f"scene graph is not valid JSON: {error}") from error
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, "scene graph"))
 
     @classmethod
     def load(cls, path: str | Path) -> SceneGraph:

@@ -30,7 +30,16 @@ from typing import TYPE_CHECKING, Any
 
 from relate_anything import psg
 from relate_anything.atomic import write_text_atomically
-from relate_anything.scene_graph import Relation, SceneGraph, SceneGraphFormatError, Segment, decode_mask
+from relate_anything.scene_graph import (
+    Relation,
+    SceneGraph,
+    SceneGraphFormatError,
+    Segment,
+    check_relations,
+    check_schema,
+    decode_mask,
+    parse_json,
+)
 
 if TYPE_CHECKING:
     import networkx
@@ -308,18 +317,8 @@ class VideoSceneGraph:
                     raise SceneGraphFormatError(
                         f"track {track.id}: frame {item.frame} is outside the {frames} sampled frames"
                     )
-        known = set(ids)
+        check_relations(self.relations, set(ids), self.predicates, what="track")
         for relation in self.relations:
-            if relation.subject not in known or relation.object not in known:
-                raise SceneGraphFormatError(
-                    f"relation {relation.subject} -> {relation.object} refers to a track id that does not exist"
-                )
-            if not 0 <= relation.predicate_id < len(self.predicates):
-                raise SceneGraphFormatError(f"predicate id {relation.predicate_id} out of range")
-            if self.predicates[relation.predicate_id] != relation.predicate:
-                raise SceneGraphFormatError(
-                    f"predicate id {relation.predicate_id} is {self.predicates[relation.predicate_id]!r}, not {relation.predicate!r}"
-                )
             if relation.intervals and not (0 <= relation.intervals[0][0] and relation.intervals[-1][1] < frames):
                 raise SceneGraphFormatError(
                     f"relation {relation.subject} {relation.predicate} {relation.object}: intervals "
@@ -424,11 +423,7 @@ class VideoSceneGraph:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VideoSceneGraph:
-        schema = data.get("schema") if isinstance(data, dict) else None
-        if schema != SCHEMA:
-            raise SceneGraphFormatError(
-                f"not a relate-anything video scene graph: schema is {schema!r}, expected {SCHEMA!r}"
-            )
+        check_schema(data, SCHEMA, "video scene graph")
         try:
             return cls(
                 video=VideoInfo.from_dict(data["video"]),
@@ -441,11 +436,7 @@ class VideoSceneGraph:
 
     @classmethod
     def from_json(cls, text: str) -> VideoSceneGraph:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise SceneGraphFormatError(f"video scene graph is not valid JSON: {error}") from error
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, "video scene graph"))
 
     @classmethod
     def load(cls, path: str | Path) -> VideoSceneGraph:
