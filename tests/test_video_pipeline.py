@@ -265,3 +265,21 @@ def test_synth_video_then_video_then_eval_video(tmp_path, small_sam, tiny_ram_pt
     assert result.exit_code == 0, result.output
     report = json.loads(scores.read_text())
     assert 0.0 <= report["recall"]["R@20"] <= 1.0
+
+
+def test_a_truncated_clip_gives_the_graph_of_the_frames_before_the_damage(tmp_path, clip, small_sam, tiny_ram_pth):
+    from typer.testing import CliRunner
+
+    from conftest import RANDOM_WEIGHT_FLAGS
+    from relate_anything.cli import app
+
+    _, frames, _ = clip
+    whole = write_video(tmp_path / "clip.mkv", list(frames) * 3, fps=5, lossless=True)  # 36 frames
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    args = ["video", str(cut), "--out", str(tmp_path / "out"), "--fps", "0", "--no-video", "--min-track", "1"]
+    result = CliRunner().invoke(app, [*args, "--sam", str(small_sam), "--ram", str(tiny_ram_pth), *RANDOM_WEIGHT_FLAGS])
+    assert result.exit_code == 4, result.output
+    assert "cut.mkv" in result.output and "Traceback" not in result.output
+    graph = VideoSceneGraph.load(tmp_path / "out" / "cut.json")
+    assert 0 < graph.num_frames < 36  # the frames decoded before the damage, related and written

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -170,22 +169,34 @@ class VideoRun:
         frames = iterated_ahead(self._frames, ahead=2 * request.encoder_batch)
         expected = getattr(self._frames, "expected_frames", None)
         done = 0
-        try:
-            while batch := list(islice(frames, request.encoder_batch)):
+        for batch in self._batches(frames, request.encoder_batch):
+            with torch.inference_mode():
+                embeddings = segmenter.embed_images([frame.pixels for frame in batch])
+            for frame, embedding in zip(batch, embeddings):
                 with torch.inference_mode():
-                    embeddings = segmenter.embed_images([frame.pixels for frame in batch])
-                for frame, embedding in zip(batch, embeddings):
-                    with torch.inference_mode():
-                        segmenter.set_embedding(embedding)
-                        graph = self._frame(frame)
-                    done += 1
-                    if self.progress is not None:
-                        self.progress(done, expected)
-                    yield graph
-        except VideoDecodeError as error:
-            self.stopped = error
+                    segmenter.set_embedding(embedding)
+                    graph = self._frame(frame)
+                done += 1
+                if self.progress is not None:
+                    self.progress(done, expected)
+                yield graph
         if not self._frame_index:
             raise UsageError("the clip has no frame to relate") if self.stopped is None else self.stopped
+
+    def _batches(self, frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
+        """Lists of `size` frames; decoding that stops on damage ends the clip after the frames
+        read before it (`stopped` keeps the error)."""
+        batch: list[Frame] = []
+        try:
+            for frame in frames:
+                batch.append(frame)
+                if len(batch) == size:
+                    yield batch
+                    batch = []
+        except VideoDecodeError as error:
+            self.stopped = error
+        if batch:
+            yield batch
 
     def _frame(self, frame: Frame) -> SceneGraph:
         request = self.request
