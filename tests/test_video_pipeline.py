@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import RANDOM_WEIGHT_SETTINGS
 from relate_anything import RelateAnything, VideoSceneGraph
@@ -283,3 +284,27 @@ def test_a_truncated_clip_gives_the_graph_of_the_frames_before_the_damage(tmp_pa
     assert "cut.mkv" in result.output and "Traceback" not in result.output
     graph = VideoSceneGraph.load(tmp_path / "out" / "cut.json")
     assert 0 < graph.num_frames < 36  # the frames decoded before the damage, related and written
+
+
+def test_tracks_are_named_once_and_found_by_a_phrase(pipeline, clip, tiny_clip_folder):
+    from relate_anything.naming import Labeler, Vocabulary, phrase_scores
+
+    labeler = Labeler.from_pretrained(tiny_clip_folder, threshold=0.0)
+    named = RelateAnything(pipeline.segmenter, pipeline.relation_head, settings=pipeline.settings, labeler=labeler)
+    vocabulary = Vocabulary.from_names(["dog", "stick", "sand"])
+    _, frames, _ = clip
+    request = VideoRequest(top_k=10, vocabulary=vocabulary, find="the dog", **RANDOM)
+    run = named.video_run(list(frames), request)
+    graph = run.result()
+    assert graph.tracks and all(track.label in {"dog", "stick", "sand"} for track in graph.tracks)
+    # The subject is the track whose averaged region embedding matches the phrase best.
+    records = {
+        track_id: record for track_id, record in run._records.items() if track_id in {t.id for t in graph.tracks}
+    }
+    ids = [track_id for track_id, record in records.items() if record.embedding is not None]
+    means = torch.stack([records[i].embedding / records[i].embedded for i in ids])
+    best = ids[int(phrase_scores(labeler, means, "the dog").argmax())]
+    assert graph.relations and {relation.subject for relation in graph.relations} == {best}
+    # One name per track, from the average of its embeddings: the same as naming that average.
+    names = labeler.names(means, vocabulary)
+    assert {i: label for i, label in zip(ids, names.labels)} == {t.id: t.label for t in graph.tracks if t.id in ids}
