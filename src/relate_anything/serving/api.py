@@ -23,6 +23,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any
@@ -35,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from relate_anything.errors import ImageError, ImageTooLargeError, NotAnImageError, RelateAnythingError, UsageError
 from relate_anything.image_io import MAX_PIXELS, load_image_bytes
 from relate_anything.pipeline import check_prompt
+from relate_anything.serving.video_api import JobStore, add_video_routes
 from relate_anything.serving.worker import InferenceWorker, Job, QueueFullError, WorkerClosedError
 from relate_anything.settings import SettingsError
 
@@ -134,6 +136,9 @@ def create_app(
     max_batch: int = 8,
     batch_window: float = 0.005,
     models: Mapping[str, str] | None = None,
+    max_video_bytes: int = 200 * 1024 * 1024,
+    max_video_seconds: float = 120.0,
+    keep_jobs: int = 64,
 ) -> FastAPI:
     """The FastAPI app serving `pipeline`.
 
@@ -146,18 +151,25 @@ def create_app(
         max_batch: most photos the worker runs as one batch.
         batch_window: seconds the worker waits for more requests to batch with the first.
         models: names shown by /healthz, e.g. {"sam": "facebook/sam-vit-huge", "ram": "..."}.
+        max_video_bytes, max_video_seconds: largest clip accepted by POST /v1/video-scene-graph
+            (bytes; seconds of video, read from the container before decoding).
+        keep_jobs: finished video jobs kept with their results for GET /v1/jobs/{id}.
     """
+
+    jobs = JobStore(keep=keep_jobs)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loaded = pipeline if hasattr(pipeline, "segmenter") else pipeline()  # an instance, or its factory
         worker = InferenceWorker(loaded, queue_size=queue_size, max_batch=max_batch, batch_window=batch_window).start()
         app.state.worker = worker
+        app.state.jobs = jobs
         app.state.models = dict(models) if models is not None else _model_names(loaded)
         try:
             yield
         finally:
             await run_in_threadpool(worker.close, timeout)
+            jobs.close()
 
     app = FastAPI(
         title="relate-anything",
@@ -276,18 +288,26 @@ def create_app(
         body = await run_in_threadpool(lambda: json.dumps(graph.to_dict(features=features)).encode())
         return Response(body, media_type="application/json")
 
+    add_video_routes(
+        app, jobs, max_video_bytes=max_video_bytes, max_video_seconds=max_video_seconds, max_pixels=max_pixels
+    )
     return app
 
 
-async def _result(worker: InferenceWorker, job: Job, timeout: float):
-    """The job's scene graph, or the HTTP error that says why there is none."""
+def _submit(worker: InferenceWorker, job) -> Future:
+    """Queue `job` on the worker, or the 503 that says why it cannot wait."""
     try:
-        future = worker.submit(job)
+        return worker.submit(job)
     except QueueFullError as error:
         # A rough hint: by then the jobs ahead have had a few seconds to finish.
         raise HTTPException(503, str(error), headers={"Retry-After": "5"}) from error
     except WorkerClosedError as error:
         raise HTTPException(503, str(error)) from error
+
+
+async def _result(worker: InferenceWorker, job: Job, timeout: float):
+    """The job's scene graph, or the HTTP error that says why there is none."""
+    future = _submit(worker, job)
     try:
         # On timeout wait_for cancels the future, so a job still waiting is never run.
         return await asyncio.wait_for(asyncio.wrap_future(future), timeout)

@@ -16,7 +16,8 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,8 +29,10 @@ if TYPE_CHECKING:
     from relate_anything.pipeline import RelateAnything
     from relate_anything.scene_graph import SceneGraph
     from relate_anything.settings import SegmentSettings
+    from relate_anything.video.pipeline import VideoRequest
+    from relate_anything.video_scene_graph import VideoSceneGraph
 
-__all__ = ["InferenceWorker", "Job", "QueueFullError", "WorkerClosedError"]
+__all__ = ["InferenceWorker", "Job", "QueueFullError", "VideoJob", "WorkerClosedError"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +70,47 @@ class Job:
     vocabulary: Vocabulary | None = None
     future: Future = field(default_factory=Future, repr=False)
 
+    def run(self, pipeline: RelateAnything) -> SceneGraph:
+        """The job alone through `pipeline`."""
+        return pipeline(
+            self.pixels,
+            point=self.point,
+            box=self.box,
+            multimask=self.multimask,
+            settings=self.settings,
+            vocabulary=self.vocabulary,
+            top_k=self.top_k,
+            file=self.file,
+        )
+
     @property
     def batch_key(self) -> tuple | None:
         """Jobs with equal keys can share one `pipeline.batch` call; None for prompted jobs."""
         if self.point is not None or self.box is not None:
             return None
         return (self.top_k, self.settings, self.vocabulary)
+
+
+@dataclass(eq=False)
+class VideoJob:
+    """One clip to relate (`RelateAnything.video`), run by the worker like any job.
+
+    Args:
+        source: the clip (a file the job may read until it is done).
+        request: the clip's `video.pipeline.VideoRequest`.
+        file: recorded as the graph's `video.file`.
+    """
+
+    source: Path
+    request: VideoRequest
+    file: str | None = None
+    future: Future = field(default_factory=Future, repr=False)
+    batch_key = None  # clips run one at a time
+
+    def run(self, pipeline: RelateAnything) -> VideoSceneGraph:
+        graph = pipeline.video(self.source, self.request)
+        graph.video = replace(graph.video, file=self.file)
+        return graph
 
 
 _STOP = object()  # put on the queue by close(): the worker thread ends when it takes it
@@ -233,19 +271,10 @@ class InferenceWorker:
         for job, graph in zip(jobs, graphs):
             job.future.set_result(graph)
 
-    def _run_one(self, job: Job) -> None:
+    def _run_one(self, job: Job | VideoJob) -> None:
         try:
-            graph: SceneGraph = self.pipeline(
-                job.pixels,
-                point=job.point,
-                box=job.box,
-                multimask=job.multimask,
-                settings=job.settings,
-                vocabulary=job.vocabulary,
-                top_k=job.top_k,
-                file=job.file,
-            )
+            result = job.run(self.pipeline)
         except Exception as error:
             job.future.set_exception(error)
         else:
-            job.future.set_result(graph)
+            job.future.set_result(result)
