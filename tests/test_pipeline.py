@@ -97,6 +97,20 @@ def test_relate_me_with_a_box(pipeline, images_dir):
     assert {r.subject for r in graph.relations} == {0}
 
 
+@pytest.mark.parametrize("prompt", [{"point": (400, 300)}, {"box": (60, 60, 360, 300)}])
+def test_an_empty_prompted_subject_is_an_error_that_says_so(pipeline, dog_jpg, prompt):
+    from relate_anything.errors import PromptError
+
+    no_pixel = replace(RANDOM_WEIGHT_SETTINGS, mask_threshold=1e6)
+    with pytest.raises(
+        PromptError, match=r"mask for the (point|box) .* is empty \(no pixel above mask_threshold 1e\+06\)"
+    ):
+        pipeline(dog_jpg, settings=no_pixel, **prompt)
+    # Relate anything with the same settings: no segment at all, and no error.
+    graph = pipeline(dog_jpg, settings=no_pixel)
+    assert graph.segments == [] and graph.relations == []
+
+
 @pytest.mark.parametrize("prompt", [{"point": (700, 10)}, {"box": (10, 10, 5, 50)}, {"box": (0, 0, 700, 100)}])
 def test_prompt_outside_the_image(pipeline, dog_jpg, prompt):
     with pytest.raises(RelateAnythingError, match="outside|must satisfy"):

@@ -308,9 +308,11 @@ class RelateAnything:
             scores.append(None)
         if request.find is not None and self.detector is not None:
             detections = self.detector.detect(pixels, [request.find])
-            prompted.append(self._boxes_prompted([d.box for d in detections], request.settings))
-            names += [d.phrase for d in detections]
-            scores += [d.score for d in detections]
+            found = self._boxes_prompted([d.box for d in detections], request.settings)
+            kept = _non_empty(found.masks).tolist()
+            prompted.append(found[torch.tensor(kept, dtype=torch.bool, device=found.masks.device)])
+            names += [d.phrase for d, keep in zip(detections, kept) if keep]
+            scores += [d.score for d, keep in zip(detections, kept) if keep]
         if request.examples:
             found = self._example_segments(pixels, request)
             prompted.append(found)
@@ -341,15 +343,33 @@ class RelateAnything:
         return graph.with_relations(self._relations(segments.features, request.top_k, subject))
 
     def _prompted(self, request: _Request) -> SegmentationResult:
-        """The one mask SAM gives for a point and/or box prompt."""
+        """The one mask SAM gives for a point and/or box prompt.
+
+        Raises:
+            PromptError: the mask is empty (no pixel's logit above the mask threshold), so there
+                is no subject to relate.
+        """
         point, box = request.point, request.box
-        return self.segmenter.segment_prompts(
+        result = self.segmenter.segment_prompts(
             points=None if point is None else torch.tensor([point], dtype=torch.float32),
             point_labels=None if point is None else torch.tensor([1]),
             boxes=None if box is None else torch.tensor([box], dtype=torch.float32),
             multimask_output=request.multimask,
             settings=request.settings,
         )[:1]
+        if not bool(_non_empty(result.masks).all()):
+            prompt = " and ".join(
+                f"{name} {tuple(round(v, 1) for v in value)}"
+                for name, value in (("point", point), ("box", box))
+                if value
+            )
+            raise PromptError(
+                f"SAM's mask for the {prompt} is empty (no pixel above mask_threshold "
+                f"{request.settings.mask_threshold:g}), so there is no subject to relate: prompt another spot"
+                + ("" if request.multimask else ", try multimask")
+                + (", or lower mask_threshold" if request.settings.mask_threshold > 0 else "")
+            )
+        return result
 
     def _boxes_prompted(self, boxes: Sequence[Sequence[float]], settings: SegmentSettings) -> SegmentationResult:
         """SAM's mask and token for each pixel-edge box (one decoder pass for all of them)."""
@@ -364,6 +384,7 @@ class RelateAnything:
         from relate_anything.seggpt import example_segments
 
         found = example_segments(self.example_segmenter, pixels, request.examples)
+        found = found[_non_empty(found.masks)]
         if not len(found):
             return self._boxes_prompted([], request.settings)
         boxes = xyxy_inclusive_to_xyxy(found.boxes)
@@ -565,6 +586,11 @@ def _batched(images: Iterable, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
+
+
+def _non_empty(masks: torch.Tensor) -> torch.Tensor:
+    """[N] bool: which of the masks [N, H, W] have at least one pixel (an empty mask is no segment)."""
+    return masks.flatten(1).any(1)
 
 
 def _with_names(graph: SceneGraph, names: list[str | None], scores: list[float | None]) -> SceneGraph:
