@@ -23,7 +23,8 @@ collect) describes the pipeline it wants with one and calls `build(device)`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from relate_anything.naming import Detector, Labeler, Vocabulary
     from relate_anything.seggpt import Example, ExampleSegmenter
 
-__all__ = ["PipelineSpec", "RelateAnything", "check_prompt"]
+__all__ = ["LoadedModel", "PipelineSpec", "RelateAnything", "check_prompt"]
 
 
 class RelateAnything:
@@ -496,45 +497,104 @@ class PipelineSpec:
 
         return Vocabulary.parse(self.vocabulary)
 
-    def build_segmenter(self, device: str, *, embedding_cache_size: int = 1) -> Segmenter:
-        """The SAM stage alone, on `device` (what `collect` needs)."""
-        from relate_anything.cpu_allocator import reuse_freed_memory
+    def model_references(self) -> dict[str, tuple[str, weights.WeightsKind]]:
+        """The weights reference of every model this spec names, by field ("sam", "ram", and
+        "labeler", "detector", "seggpt" when set), as they will be loaded."""
+        kinds = {
+            "sam": weights.SAM_WEIGHTS,
+            "ram": weights.RAM_WEIGHTS,
+            "labeler": weights.LABELER_WEIGHTS,
+            "detector": weights.DETECTOR_WEIGHTS,
+            "seggpt": weights.SEGGPT_WEIGHTS,
+        }
+        return {
+            name: (kind.reference(getattr(self, name)), kind)
+            for name, kind in kinds.items()
+            if name in ("sam", "ram") or getattr(self, name) is not None
+        }
 
-        reuse_freed_memory(device)  # on CPUs, fewer page faults: ~1.2x faster (see cpu_allocator)
-        sam_path = weights.resolve(weights.SAM_WEIGHTS.reference(self.sam), weights.SAM_WEIGHTS)
-        return Segmenter(
-            load_sam(sam_path, device=device, dtype=parse_dtype(self.dtype)),
-            settings=self.settings,
-            points_per_batch=self.points_per_batch,
-            embedding_cache_size=embedding_cache_size,
-            decoder=self.decoder,
-        )
+    def check_weights(self, *, only: Sequence[str] | None = None) -> dict[str, Path]:
+        """Every model's weights on disk, by field, downloading what is not yet cached; nothing is loaded.
 
-    def build(self, device: str, *, embedding_cache_size: int = 1) -> RelateAnything:
+        Args:
+            only: the fields to check (default: every model of the spec).
+
+        Raises:
+            WeightsNotFoundError: one message naming every model whose weights are neither on
+                disk, nor cached, nor downloadable, each with its flag and environment variable;
+                without network it comes at once (see `weights.resolve_all`).
+        """
+        references = {name: entry for name, entry in self.model_references().items() if only is None or name in only}
+        return dict(zip(references, weights.resolve_all(list(references.values()))))
+
+    def build_segmenter(
+        self,
+        device: str,
+        *,
+        embedding_cache_size: int = 1,
+        on_loaded: Callable[[LoadedModel], None] | None = None,
+    ) -> Segmenter:
+        """The SAM stage alone, on `device` (what `collect` needs); `on_loaded` as for `build`."""
+        paths = self.check_weights(only=["sam"])
+        with weights.no_loading_bars():
+            return self._segmenter(paths["sam"], device, embedding_cache_size, on_loaded)
+
+    def build(
+        self,
+        device: str,
+        *,
+        embedding_cache_size: int = 1,
+        on_loaded: Callable[[LoadedModel], None] | None = None,
+    ) -> RelateAnything:
         """The pipeline on `device`, every stage this spec names loaded.
+
+        Every model's weights are found (or downloaded) first, so that all missing ones are
+        reported together before anything loads (`check_weights`).
+
+        Args:
+            device: "cpu", "cuda", "cuda:1", ...
+            embedding_cache_size: photos whose SAM embeddings the segmenter keeps.
+            on_loaded: called with a `LoadedModel` after each model is loaded (the commands
+                print "loaded SAM ViT-H (facebook/sam-vit-huge) on cuda in 4.1 s"); the library
+                itself prints nothing.
 
         Raises:
             WeightsNotFoundError, CheckpointError: weights missing, or not what they should be.
             UsageError: a vocabulary that cannot be read.
         """
         vocabulary = self.load_vocabulary()  # a bad vocabulary file fails before any model loads
-        ram_path = weights.resolve(weights.RAM_WEIGHTS.reference(self.ram), weights.RAM_WEIGHTS)
-        segmenter = self.build_segmenter(device, embedding_cache_size=embedding_cache_size)
-        relation_head = RelationHead.from_checkpoint(ram_path).to(device)
-        labeler = detector = example_segmenter = None
-        if self.labeler is not None:
-            from relate_anything.naming import Labeler
+        paths = self.check_weights()
+        references = self.model_references()
 
-            options = {} if self.label_threshold is None else {"threshold": self.label_threshold}
-            labeler = Labeler.from_pretrained(self.labeler, device=device, **options)
-        if self.detector is not None:
-            from relate_anything.naming import Detector
+        def loaded(name: str, field: str, started: float) -> None:
+            if on_loaded is not None:
+                on_loaded(LoadedModel(name, references[field][0], str(device), time.perf_counter() - started))
 
-            detector = Detector.from_pretrained(self.detector, device=device)
-        if self.seggpt is not None:
-            from relate_anything.seggpt import ExampleSegmenter
+        with weights.no_loading_bars():
+            segmenter = self._segmenter(paths["sam"], device, embedding_cache_size, on_loaded)
+            started = time.perf_counter()
+            relation_head = RelationHead.from_checkpoint(paths["ram"]).to(device)
+            loaded(weights.RAM_WEIGHTS.name, "ram", started)
+            labeler = detector = example_segmenter = None
+            if self.labeler is not None:
+                from relate_anything.naming import Labeler
 
-            example_segmenter = ExampleSegmenter.from_pretrained(self.seggpt, device=device)
+                started = time.perf_counter()
+                options = {} if self.label_threshold is None else {"threshold": self.label_threshold}
+                labeler = Labeler.from_pretrained(paths["labeler"], device=device, **options)
+                loaded(weights.LABELER_WEIGHTS.name, "labeler", started)
+            if self.detector is not None:
+                from relate_anything.naming import Detector
+
+                started = time.perf_counter()
+                detector = Detector.from_pretrained(paths["detector"], device=device)
+                loaded(weights.DETECTOR_WEIGHTS.name, "detector", started)
+            if self.seggpt is not None:
+                from relate_anything.seggpt import ExampleSegmenter
+
+                started = time.perf_counter()
+                example_segmenter = ExampleSegmenter.from_pretrained(paths["seggpt"], device=device)
+                loaded(weights.SEGGPT_WEIGHTS.name, "seggpt", started)
         return RelateAnything(
             segmenter,
             relation_head,
@@ -545,6 +605,54 @@ class PipelineSpec:
             detector=detector,
             example_segmenter=example_segmenter,
         )
+
+    def _segmenter(
+        self, path: Path, device: str, embedding_cache_size: int, on_loaded: Callable[[LoadedModel], None] | None
+    ) -> Segmenter:
+        from relate_anything.cpu_allocator import reuse_freed_memory
+
+        reuse_freed_memory(device)  # on CPUs, fewer page faults: ~1.2x faster (see cpu_allocator)
+        started = time.perf_counter()
+        model = load_sam(path, device=device, dtype=parse_dtype(self.dtype))
+        if on_loaded is not None:
+            name = f"SAM {sam_variant(model.config)}" + ("" if self.dtype == "float32" else f" in {self.dtype}")
+            reference = weights.SAM_WEIGHTS.reference(self.sam)
+            on_loaded(LoadedModel(name, reference, str(device), time.perf_counter() - started))
+        return Segmenter(
+            model,
+            settings=self.settings,
+            points_per_batch=self.points_per_batch,
+            embedding_cache_size=embedding_cache_size,
+            decoder=self.decoder,
+        )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model that `PipelineSpec.build` has loaded: what the commands report, one line each.
+
+    Attributes:
+        name: what it is ("SAM ViT-H", "RAM relation head", "labeler (CLIP/SigLIP)", ...).
+        reference: where its weights came from, as given (hub id, hf:// reference or path).
+        device: where it runs.
+        seconds: the time it took to load (reading and placing the weights).
+    """
+
+    name: str
+    reference: str
+    device: str
+    seconds: float
+
+    def __str__(self) -> str:
+        return f"loaded {self.name} ({self.reference}) on {self.device} in {self.seconds:.1f} s"
+
+
+def sam_variant(config: Any) -> str:
+    """SAM's image encoder by name: "ViT-B", "ViT-L" or "ViT-H" (the published ones), else
+    "ViT WIDTHxDEPTH"."""
+    vision = config.vision_config
+    shape = (vision.hidden_size, vision.num_hidden_layers)
+    return {(768, 12): "ViT-B", (1024, 24): "ViT-L", (1280, 32): "ViT-H"}.get(shape, f"ViT {shape[0]}x{shape[1]}")
 
 
 def check_prompt(point: Sequence[float] | None, box: Sequence[float] | None, *, width: int, height: int) -> None:

@@ -32,6 +32,7 @@ import numpy as np
 from relate_anything.errors import RelateAnythingError
 from relate_anything.image_io import load_image
 from relate_anything.pipeline import RelateAnything
+from relate_anything.samples import sample_photos
 from relate_anything.scene_graph import SceneGraph
 from relate_anything.visualize import graph_svg, segment_hex_colour
 
@@ -181,14 +182,6 @@ class SceneGraphDemo:
         ]
         svg = graph_svg(graph, max_relations=self.max_relations_shown)
         return PageResult(pixels, graph, annotations, colours, triplets, svg, json_path, status)
-
-
-def sample_photos(folder: str | Path | None = None) -> list[Path]:
-    """Photos offered as samples: the package's own, then the JPEG/PNG files in `folder`."""
-    photos = sorted((Path(__file__).parent / "samples").glob("*.jpg"))
-    if folder is not None:
-        photos += sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
-    return photos
 
 
 CSS = """
