@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Annotated
@@ -68,7 +69,7 @@ def ui_command(
         raise UsageError('the web UI needs Gradio: pip install "relate-anything[ui]"') from None
     from relate_anything.devices import check_device
     from relate_anything.pipeline import PipelineSpec
-    from relate_anything.serving.ui import EMBEDDING_CACHE_SIZE, SceneGraphDemo, build_ui, sample_photos
+    from relate_anything.serving.ui import CSS, EMBEDDING_CACHE_SIZE, SceneGraphDemo, build_ui, sample_photos
     from relate_anything.weights import DETECTOR_WEIGHTS, LABELER_WEIGHTS, SEGGPT_WEIGHTS
 
     spec = PipelineSpec(
@@ -88,14 +89,18 @@ def ui_command(
     pipeline = spec.build(device, embedding_cache_size=EMBEDDING_CACHE_SIZE, on_loaded=print_loaded)
     page = build_ui(SceneGraphDemo(pipeline), samples=sample_photos(samples), top_k=top_k)
     say(f"relate-anything UI on http://{host}:{port}; uploads up to {max_upload_mb:g} MiB (Ctrl+C to stop)")
+    queued = page.queue(max_size=64)
+    # Gradio 6 takes the style sheet at launch (Gradio 5 took it in Blocks, which still works there).
+    style = {"css": CSS} if "css" in inspect.signature(queued.launch).parameters else {}
     try:
-        page.queue(max_size=64).launch(
+        queued.launch(
             server_name=host,
             server_port=port,
             max_file_size=int(max_upload_mb * 2**20),
             ssr_mode=False,
             show_error=True,
             quiet=True,
+            **style,
         )
     except OSError as error:  # the port is taken, or the address is not this machine's
         raise UsageError(f"cannot serve on {host}:{port}: {error}") from None
