@@ -389,3 +389,32 @@ def test_readme_and_every_help_state_the_same_exit_codes():
     for command in COMMANDS:
         output = " ".join(runner.invoke(app, [*command, "--help"], terminal_width=80).output.split())
         assert EXIT_CODES_HELP in output, command
+
+
+def _readme_bash_blocks() -> list[str]:
+    readme = (TESTS.parent / "README.md").read_text()
+    return re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
+
+
+def test_readme_quick_start_runs_offline_with_local_checkpoints(tmp_path, tiny_sam, tiny_ram_pth, monkeypatch):
+    """README's first block ends with a scene graph of the packaged sample; the block right below
+    runs the same command on checkpoint files (here tiny random ones under the published names)."""
+    import shlex
+    import shutil
+
+    first, offline = _readme_bash_blocks()[:2]
+    quick_start = first.strip().splitlines()[-1].split(" && ")[-1]
+    assert quick_start == "relate-anything run --sample --out out/"
+    [command] = offline.strip().splitlines()
+    assert command.startswith(quick_start + " --sam sam_vit_h_4b8939.pth --ram ram_epoch12.pth")
+    shutil.copy(tiny_sam.original_pth, tmp_path / "sam_vit_h_4b8939.pth")
+    shutil.copy(tiny_ram_pth, tmp_path / "ram_epoch12.pth")
+    monkeypatch.chdir(tmp_path)
+    # A coarse grid: SAM's default 32 x 32 takes minutes on a test machine's CPU.
+    args = shlex.split(command)[1:] + ["--points-per-side", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    graph = SceneGraph.load(tmp_path / "out" / "dog.json")
+    assert graph.file == "dog.jpg" and (tmp_path / "out" / "dog.png").is_file()
+    assert "loaded SAM ViT 32x2 (sam_vit_h_4b8939.pth)" in result.output
+    assert "dog.jpg: 0 segments, 0 relations -> out/dog.json, out/dog.png" in result.output  # random weights
