@@ -418,3 +418,10 @@ def test_readme_quick_start_runs_offline_with_local_checkpoints(tmp_path, tiny_s
     assert graph.file == "dog.jpg" and (tmp_path / "out" / "dog.png").is_file()
     assert "loaded SAM ViT 32x2 (sam_vit_h_4b8939.pth)" in result.output
     assert "dog.jpg: 0 segments, 0 relations -> out/dog.json, out/dog.png" in result.output  # random weights
+
+
+def test_ui_and_api_take_upload_limits_in_the_same_unit():
+    for command in ("ui", "serve"):
+        output = " ".join(runner.invoke(app, [command, "--help"], terminal_width=80).output.split())
+        assert "--max-upload-mb MIB Largest image file accepted, in MiB (2^20 bytes)" in output, command
+        assert "[default: 20.0; x>=0.001]" in output

@@ -57,7 +57,7 @@ def ui_command(
     host: Annotated[
         str, typer.Option(metavar="ADDRESS", help="Address to listen on (0.0.0.0: every interface).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 7860,
     max_upload_mb: MaxUploadOption = MAX_UPLOAD_MB,
     settings: SegmentSettings = SegmentSettings(),
 ) -> None:
