@@ -319,6 +319,13 @@ def test_job_json_records_each_model_by_its_content(tmp_path, small_sam, tiny_ra
     with pytest.raises(UsageError, match=r"ram: other weights \('.*ram_epoch12.pth', sha256:"):
         check(PipelineSpec())
     assert json.loads((tmp_path / JOB_FILE).read_text())["settings"] == recorded  # unchanged
+    # A job.json of an earlier version names the models only: the same names are the same job.
+    monkeypatch.delenv("RELATE_ANYTHING_RAM")
+    older = recorded | {"sam": str(small_sam), "ram": recorded["ram"]["reference"]}
+    (tmp_path / JOB_FILE).write_text(json.dumps({"settings": older}))
+    check(PipelineSpec(ram=recorded["ram"]["reference"]))
+    with pytest.raises(UsageError, match=r"ram: .* before, '.*ram_other.pth' now"):
+        check(PipelineSpec(ram=str(other)))
 
 
 def test_a_failing_image_does_not_spoil_its_batch(tmp_path, small_sam, tiny_ram_pth):

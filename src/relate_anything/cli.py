@@ -308,7 +308,7 @@ def run(
         raise typer.Exit(code=EXIT_INPUTS)
 
 
-def _warnings(name: str, graph, ranked: int, request: _Request, settings: SegmentSettings) -> list[str]:
+def _warnings(name: str, graph: SceneGraph, ranked: int, request: _Request, settings: SegmentSettings) -> list[str]:
     """What a user should hear about a graph that holds less than they asked for, and the flag to change."""
     if len(graph.segments) < 2:
         filters = [
