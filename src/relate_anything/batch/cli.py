@@ -111,6 +111,8 @@ def batch_command(
     spec = PipelineSpec(sam=sam, ram=ram, dtype=dtype, settings=settings, top_k=top_k)
     chosen = _devices(device, devices, workers) if ray is None else ["cpu"] * workers
     items = list_inputs(source)
+    # Every missing weight named at once, and downloads (with their own bars) before the job's bar.
+    spec.check_weights()
     # A scheduler's SIGTERM (preemption, `kill`) stops the job like Ctrl-C: the graphs
     # already computed are committed before it exits.
     previous = signal.signal(signal.SIGTERM, _stop)
