@@ -23,7 +23,7 @@ import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from relate_anything import RelateAnything, SceneGraph  # noqa: E402
-from relate_anything.serving.api import SceneGraphOut, create_app  # noqa: E402
+from relate_anything.serving.api import FORM_FIELDS, SceneGraphOut, create_app  # noqa: E402
 
 MAX_UPLOAD_BYTES = 1 << 20
 MAX_PIXELS = 2_000_000
@@ -182,6 +182,39 @@ def test_openapi_names_the_fields_like_the_cli(client):
     } <= set(properties)
     assert {"200", "400", "413", "415", "422", "503", "504"} <= set(operation["responses"])
     assert "/healthz" in schema["paths"]
+    assert set(properties) == set(FORM_FIELDS)  # the fields the handler accepts, no other
+
+
+def test_every_error_has_one_documented_shape(client, dog_jpg):
+    """`detail` is one string for every error, FastAPI's own validation errors included, and the
+    OpenAPI schema says so for every error status."""
+    schema = client.get("/openapi.json").json()
+    responses = schema["paths"]["/v1/scene-graph"]["post"]["responses"]
+    for status, response in responses.items():
+        if status != "200":
+            reference = response["content"]["application/json"]["schema"]["$ref"]
+            assert reference == "#/components/schemas/ErrorOut", status
+    assert schema["components"]["schemas"]["ErrorOut"]["properties"]["detail"]["type"] == "string"
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    answers = [
+        client.post("/v1/scene-graph", data={"top_k": "3"}),  # FastAPI's validation: no image
+        _post(client, dog_jpg, fields={"top_k": "0"}),  # FastAPI's validation: out of range
+        _post(client, dog_jpg, fields={"point": "1,2,3"}),  # ours
+        _post(client, dog_jpg, content=b"not an image"),  # ours
+        client.get("/nowhere"),  # Starlette's
+    ]
+    assert [answer.status_code for answer in answers] == [422, 422, 422, 415, 404]
+    for answer in answers:
+        assert list(answer.json()) == ["detail"] and isinstance(answer.json()["detail"], str), answer.text
+    assert answers[0].json()["detail"] == "image: Field required"
+    assert answers[1].json()["detail"].startswith("top_k: Input should be greater than or equal to 1")
+
+
+def test_an_unknown_field_is_refused_by_name(client, dog_jpg):
+    response = _post(client, dog_jpg, fields={"topk": "3", "top_k": "2"})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("unknown form field 'topk' (did you mean 'top_k'?)") and "points_per_side" in detail
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,8 +295,10 @@ def test_missing_image_field(client):
 def test_bad_fields(client, dog_jpg, fields, message):
     response = _post(client, dog_jpg, fields=fields)
     assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail.startswith(next(iter(fields)))  # the field comes first
     if message:
-        assert message in response.json()["detail"]
+        assert message in detail
 
 
 def test_vocab_without_a_labeler(client, dog_jpg):

@@ -281,6 +281,53 @@ def test_batch_command_end_to_end(tmp_path, small_sam, tiny_ram_pth, dog_jpg):
     assert _output_counts(out) == collections.Counter(names) and not read_errors(out)
 
 
+def test_job_json_records_each_model_by_its_content(tmp_path, small_sam, tiny_ram_pth, monkeypatch):
+    """The same weights given another way (flag or environment variable, relative or absolute
+    path, a copy) are the same job; other weights are refused, however they are given."""
+    import json
+    import shutil
+
+    from relate_anything.batch.job import JOB_FILE, check_job_settings, job_settings
+    from relate_anything.errors import UsageError
+    from relate_anything.weights import fingerprint
+
+    def check(spec):
+        check_job_settings(tmp_path, job_settings(spec, features=False, output_format="jsonl"))
+
+    monkeypatch.delenv("RELATE_ANYTHING_SAM", raising=False)
+    monkeypatch.delenv("RELATE_ANYTHING_RAM", raising=False)
+    check(PipelineSpec(sam=str(small_sam), ram=str(tiny_ram_pth)))
+    recorded = json.loads((tmp_path / JOB_FILE).read_text())["settings"]
+    assert recorded["sam"] == {"reference": str(small_sam), "fingerprint": fingerprint(small_sam)}
+    assert recorded["ram"]["fingerprint"].startswith("sha256:")
+    # The same weights: from the environment, by a relative path, a copy elsewhere.
+    monkeypatch.setenv("RELATE_ANYTHING_SAM", str(small_sam))
+    monkeypatch.chdir(tiny_ram_pth.parent)
+    check(PipelineSpec(ram=tiny_ram_pth.name))
+    copy = shutil.copytree(small_sam, tmp_path / "sam-copy")
+    check(PipelineSpec(sam=str(copy), ram=str(tiny_ram_pth)))
+    # Other weights: the head with one weight changed, given by the variable.
+    import torch
+
+    state = torch.load(tiny_ram_pth, weights_only=True)
+    name = next(iter(state))
+    state[name] = state[name].clone()
+    state[name].view(-1)[0] += 1
+    other = tmp_path / "ram_other.pth"
+    torch.save(state, other)
+    monkeypatch.setenv("RELATE_ANYTHING_RAM", str(other))
+    with pytest.raises(UsageError, match=r"ram: other weights \('.*ram_epoch12.pth', sha256:"):
+        check(PipelineSpec())
+    assert json.loads((tmp_path / JOB_FILE).read_text())["settings"] == recorded  # unchanged
+    # A job.json of an earlier version names the models only: the same names are the same job.
+    monkeypatch.delenv("RELATE_ANYTHING_RAM")
+    older = recorded | {"sam": str(small_sam), "ram": recorded["ram"]["reference"]}
+    (tmp_path / JOB_FILE).write_text(json.dumps({"settings": older}))
+    check(PipelineSpec(ram=recorded["ram"]["reference"]))
+    with pytest.raises(UsageError, match=r"ram: .* before, '.*ram_other.pth' now"):
+        check(PipelineSpec(ram=str(other)))
+
+
 def test_a_failing_image_does_not_spoil_its_batch(tmp_path, small_sam, tiny_ram_pth):
     """An error inside the pipeline (not decoding) fails that image only, with the reason (Parquet output)."""
     names = _photos(tmp_path / "photos", 3, broken=False)
@@ -298,7 +345,7 @@ def test_a_failing_image_does_not_spoil_its_batch(tmp_path, small_sam, tiny_ram_
     summary = run_batch(
         list_inputs(tmp_path / "photos"),
         out,
-        PipelineSpec(),
+        PipelineSpec(sam=str(small_sam), ram=str(tiny_ram_pth), top_k=5, settings=SETTINGS),  # what `pipeline` is
         batch_size=3,
         output_format="parquet",
         pipeline=pipeline,
@@ -371,7 +418,7 @@ def test_sigkill_mid_run_then_resume_gives_every_image_exactly_once(tmp_path, sm
 
     # The same command finishes the job: every image exactly once, each graph the pipeline's own.
     finished = subprocess.run([*command, "--workers", "2"], capture_output=True, text=True, timeout=240)
-    assert finished.returncode == 4, finished.stderr  # broken.jpg
+    assert finished.returncode == 4, finished.stderr  # broken.jpg failed: some inputs failed
     assert _output_counts(out) == collections.Counter(names)
     assert not list(out.glob("*.tmp"))
     graphs_before = sum(done_before.values()) - done_before["broken.jpg"]

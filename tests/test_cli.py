@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import RANDOM_WEIGHT_FLAGS
+from conftest import RANDOM_WEIGHT_FLAGS, TESTS
 from relate_anything import SceneGraph
 from relate_anything.cli import app
 
@@ -126,17 +127,57 @@ def _cli(*args, env=None):
     return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
 
 
-def test_missing_weights_offline_is_one_clear_message(tmp_path, dog_jpg):
-    done = _cli(
-        "run",
-        str(dog_jpg),
-        "--out",
-        str(tmp_path),
-        env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")},
-    )
-    assert done.returncode == 3
-    assert "Traceback" not in done.stderr
-    assert "facebook/sam-vit-huge" in done.stderr and "--sam" in done.stderr and "RELATE_ANYTHING_SAM" in done.stderr
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_missing_weights_without_network_are_one_clear_message(tmp_path, dog_jpg):
+    """No HF_HUB_OFFLINE, and a hub that cannot be reached: both models named at once, no
+    retries (huggingface_hub would retry each download for 23 s)."""
+    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"}
+    env |= {"HF_HUB_CACHE": str(tmp_path / "cache"), "RELATE_ANYTHING_SAM": "", "RELATE_ANYTHING_RAM": ""}
+    done = _cli("run", str(dog_jpg), "--out", str(tmp_path), env=env)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr and "Retrying" not in done.stderr
+    assert done.stderr.startswith("error: 2 models' weights are missing:")
+    for name in (
+        "facebook/sam-vit-huge",
+        "--sam",
+        "RELATE_ANYTHING_SAM",
+        "ram_epoch12.pth",
+        "--ram",
+        "RELATE_ANYTHING_RAM",
+    ):
+        assert name in done.stderr
+    assert done.stderr.count("cannot be reached (Connection refused)") == 2
+
+
+def test_every_missing_weight_is_named_within_seconds_offline(tmp_path, dog_jpg, monkeypatch):
+    """Offline (tests run with HF_HUB_OFFLINE=1), nothing cached: SAM, the RAM head and the
+    labeler are named in one message, each with its flag and variable, before anything loads."""
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    for variable in ("RELATE_ANYTHING_SAM", "RELATE_ANYTHING_RAM", "RELATE_ANYTHING_LABELER"):
+        monkeypatch.delenv(variable, raising=False)
+    started = time.perf_counter()
+    result = runner.invoke(app, ["run", str(dog_jpg), "--out", str(tmp_path), "--vocab", "dog,bowl"])
+    assert time.perf_counter() - started < 3.0
+    assert result.exit_code == 3, result.output
+    assert result.output.startswith("error: 3 models' weights are missing:")
+    for flag, variable in (
+        ("--sam", "RELATE_ANYTHING_SAM"),
+        ("--ram", "RELATE_ANYTHING_RAM"),
+        ("--labeler", "RELATE_ANYTHING_LABELER"),
+    ):
+        assert f"{flag} PATH" in result.output and variable in result.output
+    assert "loaded" not in result.output  # nothing loaded first
 
 
 def test_wrong_checkpoint_file_is_named(tmp_path, dog_jpg, tiny_sam):
@@ -146,7 +187,7 @@ def test_wrong_checkpoint_file_is_named(tmp_path, dog_jpg, tiny_sam):
         "run", str(dog_jpg), "--out", str(tmp_path), "--sam", str(tiny_sam.original_pth), "--ram", str(not_a_head)
     )
     assert done.returncode == 3 and "Traceback" not in done.stderr
-    assert "ram_epoch12.pth" in done.stderr
+    assert "ram_epoch12.pth" in done.stderr and "weights_only" not in done.stderr
 
 
 def test_sam_file_given_as_ram_head_is_reported(tmp_path, dog_jpg, tiny_sam):
@@ -173,6 +214,12 @@ def test_cuda_requested_without_cuda(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth):
     assert done.returncode == 2 and "CUDA is not available" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_an_unknown_device_is_a_usage_error_before_any_weights(tmp_path, dog_jpg):
+    result = runner.invoke(app, ["run", str(dog_jpg), "--device", "gpu", "--sam", str(tmp_path / "no-sam")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "device 'gpu': expected cpu, cuda" in result.output and "SAM weights" not in result.output
+
+
 def test_missing_image_is_refused_before_models_load(tmp_path):
     result = runner.invoke(app, ["run", str(tmp_path / "nothing.jpg"), "--sam", str(tmp_path / "no-sam")])
     assert result.exit_code == 2 and "does not exist" in result.output and "SAM weights" not in result.output
@@ -196,8 +243,191 @@ def test_settings_flags_are_generated_from_the_dataclass():
 
 
 @pytest.mark.parametrize(
-    "flag, value", [("--pred-iou-thresh", "2"), ("--points-per-side", "0"), ("--top-k", "0"), ("--min-mask-area", "-1")]
+    "flag, value, message",
+    [
+        ("--pred-iou-thresh", "2", "less than or equal to 1"),
+        ("--points-per-side", "0", "greater than or equal to 1"),
+        ("--top-k", "0", "greater than or equal to 1"),
+        ("--min-mask-area", "-1", "greater than or equal to 0"),
+    ],
 )
-def test_out_of_range_settings_are_refused_before_models_load(tmp_path, dog_jpg, flag, value):
+def test_out_of_range_settings_are_refused_before_models_load(tmp_path, dog_jpg, flag, value, message):
     result = runner.invoke(app, ["run", str(dog_jpg), flag, value, "--sam", str(tmp_path / "no-sam")])
-    assert result.exit_code == 2 and flag in result.output and "SAM weights" not in result.output
+    assert result.exit_code == 2 and "SAM weights" not in result.output
+    assert f"Invalid value for '{flag}'" in result.output and message in result.output
+
+
+# -- a run says what it did ------------------------------------------------------------------------
+
+
+def test_the_sample_photo_runs_and_every_step_is_reported(tmp_path, tiny_sam, tiny_ram_pth):
+    """README's first command, with tiny local weights: a line per model loaded, a line per image."""
+    result = runner.invoke(app, ["run", "--sample", "--out", str(tmp_path), *_model_args(tiny_sam, tiny_ram_pth)])
+    assert result.exit_code == 0, result.output
+    graph = SceneGraph.load(tmp_path / "dog.json")
+    assert (graph.file, graph.width, graph.height) == ("dog.jpg", 800, 534) and graph.relations
+    lines = result.output.splitlines()
+    assert re.fullmatch(
+        rf"loaded SAM ViT 32x2 \({re.escape(str(tiny_sam.original_pth))}\) on cpu in \d+\.\d s", lines[0]
+    )
+    assert re.fullmatch(rf"loaded RAM relation head \({re.escape(str(tiny_ram_pth))}\) on cpu in \d+\.\d s", lines[1])
+    expected = (
+        f"dog.jpg: {len(graph.segments)} segments, {len(graph.relations)} relations -> "
+        f"{tmp_path / 'dog.json'}, {tmp_path / 'dog.png'} ("
+    )
+    assert lines[2].startswith(expected) and re.search(r"\(\d+\.\d s\)$", lines[2]) and len(lines) == 3
+
+
+def test_no_image_and_no_sample_is_a_usage_error():
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 2 and "--sample" in result.output
+
+
+def test_thresholds_that_keep_no_mask_say_which_flags_to_change(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth):
+    args = [
+        "run",
+        str(dog_jpg),
+        "--out",
+        str(tmp_path),
+        "--sam",
+        str(tiny_sam.original_pth),
+        "--ram",
+        str(tiny_ram_pth),
+    ]
+    result = runner.invoke(app, [*args, "--points-per-side", "2", "--box-nms-thresh", "1"])  # SAM's default thresholds
+    assert result.exit_code == 0, result.output
+    assert "dog.jpg: 0 segments, 0 relations" in result.output
+    assert (
+        "warning: dog.jpg: no mask passed the segmentation thresholds: lower --pred-iou-thresh (now 0.88) or "
+        "--stability-score-thresh (now 0.95)" in result.output
+    )
+
+
+def test_a_filter_that_keeps_no_relation_says_so(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, tiny_clip_folder):
+    args = ["run", str(dog_jpg), "--out", str(tmp_path), *_model_args(tiny_sam, tiny_ram_pth)]
+    result = runner.invoke(
+        app,
+        [
+            *args,
+            "--labeler",
+            str(tiny_clip_folder),
+            "--vocab",
+            "dog,bowl",
+            "--label-threshold",
+            "0",
+            "--subject",
+            "giraffe",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "dog.jpg: " in result.output and " segments, 0 relations" in result.output
+    warning = re.search(
+        r"warning: dog\.jpg: no relation of the (\d+) ranked matches --subject 'giraffe' \((.*)\)", result.output
+    )
+    assert warning and int(warning.group(1)) > 0, result.output
+    assert "the segments here are named" in warning.group(2) and "change or drop the filter" in result.output
+
+
+def test_an_empty_prompted_subject_is_reported_for_that_image(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth):
+    args = ["run", str(dog_jpg), "--out", str(tmp_path), *_model_args(tiny_sam, tiny_ram_pth)]
+    result = runner.invoke(app, [*args, "--point", "400,300", "--mask-threshold", "1000000"])
+    assert result.exit_code == 4, result.output  # that input failed
+    assert "error: dog.jpg: SAM's mask for the point (400.0, 300.0) is empty" in result.output
+    assert "1 of 1 images failed" in result.output
+
+
+# -- help, version, python -m --------------------------------------------------------------------
+
+COMMANDS = [
+    ["run"],
+    ["batch"],
+    ["eval"],
+    ["collect"],
+    ["train"],
+    ["ui"],
+    ["serve"],
+    ["data", "check"],
+    ["data", "synth"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_reads_well_at_80_columns(command):
+    result = runner.invoke(app, [*command, "--help"], terminal_width=80, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    too_long = [line for line in result.output.splitlines() if len(line) > 80]
+    assert not too_long, too_long
+    for cut in ("…", "<list[", "<str>", "<int", "<float", "{"):  # no cut names, no Python types
+        assert cut not in result.output, cut
+    assert f"Usage: root {' '.join(command)} [OPTIONS]" in result.output
+    assert "Examples:\n    relate-anything " + " ".join(command) in result.output
+    assert "Exit codes: 0 done; 1 internal error; 2 usage" in result.output
+
+
+def test_run_help_groups_its_options_and_names_values():
+    output = runner.invoke(app, ["run", "--help"], terminal_width=80).output
+    assert output.startswith("Usage: root run [OPTIONS] [IMAGE]...")
+    for heading in ("Arguments:", "Options:", "Models:", "Naming and finding:", "Filters:", "Segment everything:"):
+        assert f"\n{heading}\n" in output
+    for option in ("--point X,Y", "--box X0,Y0,X1,Y1", "--sam WEIGHTS", "--stability-score-thresh NUMBER", "--top-k N"):
+        assert option in output
+
+
+def test_version_and_python_dash_m():
+    from relate_anything import __version__
+
+    assert runner.invoke(app, ["--version"]).output == f"relate-anything {__version__}\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "relate_anything", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout == f"relate-anything {__version__}\n", done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "relate_anything", "run", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.startswith("Usage: relate-anything run [OPTIONS] [IMAGE]...")
+
+
+def test_readme_and_every_help_state_the_same_exit_codes():
+    from relate_anything.console import EXIT_CODES_HELP
+
+    readme = " ".join((TESTS.parent / "README.md").read_text().split())
+    assert EXIT_CODES_HELP in readme
+    for command in COMMANDS:
+        output = " ".join(runner.invoke(app, [*command, "--help"], terminal_width=80).output.split())
+        assert EXIT_CODES_HELP in output, command
+
+
+def _readme_bash_blocks() -> list[str]:
+    readme = (TESTS.parent / "README.md").read_text()
+    return re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
+
+
+def test_readme_quick_start_runs_offline_with_local_checkpoints(tmp_path, tiny_sam, tiny_ram_pth, monkeypatch):
+    """README's first block ends with a scene graph of the packaged sample; the block right below
+    runs the same command on checkpoint files (here tiny random ones under the published names)."""
+    import shlex
+    import shutil
+
+    first, offline = _readme_bash_blocks()[:2]
+    quick_start = first.strip().splitlines()[-1].split(" && ")[-1]
+    assert quick_start == "relate-anything run --sample --out out/"
+    [command] = offline.strip().splitlines()
+    assert command.startswith(quick_start + " --sam sam_vit_h_4b8939.pth --ram ram_epoch12.pth")
+    shutil.copy(tiny_sam.original_pth, tmp_path / "sam_vit_h_4b8939.pth")
+    shutil.copy(tiny_ram_pth, tmp_path / "ram_epoch12.pth")
+    monkeypatch.chdir(tmp_path)
+    # A coarse grid: SAM's default 32 x 32 takes minutes on a test machine's CPU.
+    args = shlex.split(command)[1:] + ["--points-per-side", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    graph = SceneGraph.load(tmp_path / "out" / "dog.json")
+    assert graph.file == "dog.jpg" and (tmp_path / "out" / "dog.png").is_file()
+    assert "loaded SAM ViT 32x2 (sam_vit_h_4b8939.pth)" in result.output
+    assert "dog.jpg: 0 segments, 0 relations -> out/dog.json, out/dog.png" in result.output  # random weights
+
+
+def test_ui_and_api_take_upload_limits_in_the_same_unit():
+    for command in ("ui", "serve"):
+        output = " ".join(runner.invoke(app, [command, "--help"], terminal_width=80).output.split())
+        assert "--max-upload-mb MIB Largest image file accepted, in MiB (2^20 bytes)" in output, command
+        assert "[default: 20.0; x>=0.001]" in output

@@ -404,10 +404,13 @@ def test_detect_rejects_bad_inputs(detector, photo):
 def test_detections_are_boxes_the_pipeline_gives_sam(tiny_sam, tiny_ram_pth, tiny_owlv2_folder, photo):
     """The detector returns boxes only; the pipeline prompts SAM with them (one decoder pass),
     and the found segments come first, named by the phrase with the detector's score."""
+    from conftest import RANDOM_WEIGHT_SETTINGS
     from relate_anything import RelateAnything
     from relate_anything.naming import Detector
 
-    pipeline = RelateAnything.from_pretrained(tiny_sam.folder, tiny_ram_pth, detector=str(tiny_owlv2_folder))
+    pipeline = RelateAnything.from_pretrained(
+        tiny_sam.folder, tiny_ram_pth, detector=str(tiny_owlv2_folder), settings=RANDOM_WEIGHT_SETTINGS
+    )
     assert isinstance(pipeline.detector, Detector)
     found = pipeline.detector.detect(photo, ["a dog"])
     assert found  # random OWLv2 weights score some boxes above the default threshold

@@ -1,5 +1,6 @@
 """The whole pipeline on real photos with tiny random SAM and RAM models."""
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -95,6 +96,20 @@ def test_relate_me_with_a_box(pipeline, images_dir):
     graph = pipeline(images_dir / "two_dogs_stick.jpg", box=(60, 60, 360, 300), top_k=5)
     _check_relations(graph, 5)
     assert {r.subject for r in graph.relations} == {0}
+
+
+@pytest.mark.parametrize("prompt", [{"point": (400, 300)}, {"box": (60, 60, 360, 300)}])
+def test_an_empty_prompted_subject_is_an_error_that_says_so(pipeline, dog_jpg, prompt):
+    from relate_anything.errors import PromptError
+
+    no_pixel = replace(RANDOM_WEIGHT_SETTINGS, mask_threshold=1e6)
+    with pytest.raises(
+        PromptError, match=r"mask for the (point|box) .* is empty \(no pixel above mask_threshold 1e\+06\)"
+    ):
+        pipeline(dog_jpg, settings=no_pixel, **prompt)
+    # Relate anything with the same settings: no segment at all, and no error.
+    graph = pipeline(dog_jpg, settings=no_pixel)
+    assert graph.segments == [] and graph.relations == []
 
 
 @pytest.mark.parametrize("prompt", [{"point": (700, 10)}, {"box": (10, 10, 5, 50)}, {"box": (0, 0, 700, 100)}])
@@ -212,3 +227,41 @@ def test_a_head_for_another_token_width_is_refused(pipeline):
     head = RelationHead(RelationHeadConfig(feature_dim=32, hidden_size=64, num_heads=2, intermediate_size=32))
     with pytest.raises(RelateAnythingError, match="trained on 32-d mask tokens .* gives 256-d tokens"):
         RelateAnything(pipeline.segmenter, head)
+
+
+def test_the_builder_reports_each_model_it_loads_and_draws_no_bar(tiny_sam, tiny_ram_pth, tiny_clip_folder, capfd):
+    """transformers draws a "Loading weights" bar for each model; `build` draws none and reports
+    each model to `on_loaded` instead (the commands print these lines)."""
+    from transformers import SamModel
+
+    from relate_anything.pipeline import LoadedModel, PipelineSpec
+
+    SamModel.from_pretrained(tiny_sam.folder)
+    assert "Loading weights" in capfd.readouterr().err  # transformers on its own
+    loaded: list[LoadedModel] = []
+    spec = PipelineSpec(sam=str(tiny_sam.folder), ram=str(tiny_ram_pth), labeler=str(tiny_clip_folder), dtype="bf16")
+    spec.build("cpu", on_loaded=loaded.append)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert [(m.name, m.reference, m.device) for m in loaded] == [
+        ("SAM ViT 32x2 in bfloat16", str(tiny_sam.folder), "cpu"),
+        ("RAM relation head", str(tiny_ram_pth), "cpu"),
+        ("labeler (CLIP/SigLIP)", str(tiny_clip_folder), "cpu"),
+    ]
+    assert all(m.seconds > 0 for m in loaded)
+    assert re.fullmatch(r"loaded RAM relation head \(.*ram_epoch12\.pth\) on cpu in \d+\.\d s", str(loaded[1]))
+
+
+def test_sam_variants_are_named():
+    from types import SimpleNamespace
+
+    from relate_anything.pipeline import sam_variant
+
+    def config(width, depth):
+        return SimpleNamespace(vision_config=SimpleNamespace(hidden_size=width, num_hidden_layers=depth))
+
+    assert [sam_variant(config(*shape)) for shape in [(768, 12), (1024, 24), (1280, 32), (32, 2)]] == [
+        "ViT-B",
+        "ViT-L",
+        "ViT-H",
+        "ViT 32x2",
+    ]

@@ -254,7 +254,7 @@ def test_wrong_keys_and_shapes_are_named(tiny, tmp_path):
 def test_files_that_are_not_checkpoints(tmp_path):
     text = tmp_path / "notes.pth"
     text.write_text("these are not weights\n")
-    _expect_checkpoint_error(text, "not a PyTorch checkpoint")
+    _expect_checkpoint_error(text, "not a readable RAM head checkpoint")
 
     fake = tmp_path / "notes.safetensors"
     fake.write_text("these are not weights either\n")
@@ -353,3 +353,35 @@ def test_relate_rejects_bad_arguments():
         relate(torch.randn(3, 4, 4), subject=5)
     with pytest.raises(ValueError, match="num_predicates, N, N"):
         relate(torch.randn(1, 3, 4, 4))
+
+
+def _jpeg_prefix(path: Path) -> None:
+    from conftest import IMAGES
+
+    path.write_bytes((IMAGES / "dog.jpg").read_bytes()[:3000])
+
+
+@pytest.mark.parametrize(
+    "write, reason",
+    [
+        (lambda path: path.write_text("these are not weights\n"), "damaged"),
+        (_jpeg_prefix, "Unsupported operand"),  # torch.load's weights-only unpickler stops on it
+        (lambda path: path.write_bytes(b"PK\x03\x04 not a zip"), "not a ZIP archive"),
+        (lambda path: path.write_bytes(b""), "empty or truncated"),
+        (lambda path: torch.save({"w": _RunsCodeOnLoad(path.with_suffix(".ran"))}, path), "refused rather than"),
+    ],
+)
+@pytest.mark.parametrize("model", ["SAM", "RAM"])
+def test_a_bad_checkpoint_never_suggests_weights_only_false(tmp_path, write, reason, model):
+    """PyTorch's message for a file it will not unpickle says to re-run with weights_only=False
+    (which runs whatever code the file holds); ours names the file and the reason instead."""
+    from relate_anything.sam import load_sam
+
+    path = tmp_path / "model.pth"
+    write(path)
+    with pytest.raises(CheckpointError) as info:
+        load_sam(path) if model == "SAM" else RelationHead.from_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and reason in message, message
+    assert "weights_only" not in message and "trusted source" not in message
+    assert not path.with_suffix(".ran").exists()

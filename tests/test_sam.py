@@ -463,6 +463,13 @@ def test_each_stage_removes_masks(segmenter: Segmenter, unfiltered: Segmentation
     assert torch.all(small_removed.masks.flatten(1).sum(1) >= median_area)
 
 
+def test_empty_masks_never_become_segments(segmenter: Segmenter, unfiltered: SegmentationResult) -> None:
+    """With no pixel above the mask threshold every grid mask is empty: none is kept, even with
+    min_mask_area 0 (an empty mask has a box of zeros and no place in a graph)."""
+    assert len(unfiltered) == 12 and bool((unfiltered.masks.flatten(1).sum(1) > 0).all())
+    assert len(_everything(segmenter, **(OPEN | {"mask_threshold": 1e6, "min_mask_area": 0}))) == 0
+
+
 def test_duplicate_removal_above_one_keeps_every_mask_in_area_order(unfiltered: SegmentationResult) -> None:
     """A mask IoU is at most 1: with a threshold above 1 the pairwise intersections are skipped,
     and the result is what computing them gives."""

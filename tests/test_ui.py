@@ -5,10 +5,12 @@ anything, clicks on the photo (relate me with anything) and saves a screenshot u
 test-artifacts/. It skips, saying why, where Playwright or Chromium is missing.
 """
 
+import inspect
 import json
 import re
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +20,11 @@ from conftest import RANDOM_WEIGHT_SETTINGS
 from relate_anything import RelateAnything, RelateAnythingError, SceneGraph
 from relate_anything.image_io import load_image
 from relate_anything.naming import Labeler, Vocabulary
+from relate_anything.visualize import MARKER_COLOUR
 
 gradio = pytest.importorskip("gradio", reason="the UI needs gradio (pip install -e '.[test]')")
 
-from relate_anything.serving.ui import SceneGraphDemo, _painted_example, build_ui, sample_photos  # noqa: E402
+from relate_anything.serving.ui import CLICK_LABEL, CSS, SceneGraphDemo, _painted_example, build_ui, sample_photos  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -99,6 +102,20 @@ def test_a_click_relates_that_thing_without_encoding_the_photo_again(demo, pipel
     assert clicked.graph.segment(0).mask == direct.segment(0).mask
 
 
+def test_the_clicked_point_is_marked_on_the_result(demo, dog):
+    from relate_anything.visualize import MARKER_COLOUR
+
+    clicked = demo.relate_point(dog, (400, 300), 5)
+    assert tuple(clicked.image[300, 400]) == MARKER_COLOUR and not np.array_equal(clicked.image, dog)
+    assert np.array_equal(clicked.image[:, :300], dog[:, :300])  # only around the point
+    # ... and over the masks, which the page draws nearly opaque: the last annotation, in black.
+    mask, name = clicked.annotations[-1]
+    assert name == CLICK_LABEL and clicked.colours[CLICK_LABEL] == "#000000"
+    assert mask[300, 400] and mask.sum() < 1000 and not mask[:, :300].any()
+    plain = demo.relate_anything(dog, 5)
+    assert np.array_equal(plain.image, dog) and CLICK_LABEL not in plain.colours  # no click, no marker
+
+
 def test_clear_messages_for_what_the_visitor_can_fix(demo, dog):
     with pytest.raises(RelateAnythingError, match="upload a photo"):
         demo.relate_anything(None, 5)
@@ -174,7 +191,11 @@ def _free_port() -> int:
 def served_page(demo):
     page = build_ui(demo, samples=sample_photos(), top_k=6)
     port = _free_port()
-    page.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
+    queued = page.queue()
+    style = {"css": CSS} if "css" in inspect.signature(queued.launch).parameters else {}  # as `relate-anything ui`
+    queued.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True, **style
+    )
     yield f"http://127.0.0.1:{port}"
     page.close()
 
@@ -209,6 +230,7 @@ def test_the_page_in_a_real_browser(served_page, dog_jpg):
             assert "6 relations" in page.inner_text("#status")
             assert len(_column(page, 0)) == 6
             assert page.locator("#scene-graph svg g.segment").count() >= 2
+            _assert_diagram_inside_its_panel(page)
             page.screenshot(path=str(ARTIFACTS / "ui-relate-anything.png"), full_page=True)
             # Relate me with anything: a click at the middle of the photo makes that thing the subject.
             photo = page.locator("#photo img").first.bounding_box()
@@ -220,6 +242,17 @@ def test_the_page_in_a_real_browser(served_page, dog_jpg):
             x, y = (int(v) for v in re.search(r"at \((\d+), (\d+)\)", status).groups())
             assert abs(x - 320) <= 2 and abs(y - 213) <= 2 and "already encoded" in status  # the middle of 640x427
             assert set(_column(page, 1)) == {"#0"}
+            _assert_diagram_inside_its_panel(page)
+            # The result's photo carries a marker where the click was.
+            deadline = time.monotonic() + 30  # the new picture may still be loading
+
+            def marked(pixel) -> bool:  # Gradio serves the picture lossily compressed
+                return pixel is not None and max(abs(a - b) for a, b in zip(pixel, MARKER_COLOUR)) <= 12
+
+            while not marked(pixel := page.evaluate(_PIXEL_JS, [x, y])):
+                assert time.monotonic() < deadline, f"no marker at the click: {pixel}"
+                time.sleep(0.2)
+            assert CLICK_LABEL in page.inner_text("#segments")  # its legend entry, over the masks
             page.screenshot(path=str(ARTIFACTS / "ui-relate-me-with-anything.png"), full_page=True)
             with page.expect_download() as download:
                 page.click("#download")
@@ -228,3 +261,46 @@ def test_the_page_in_a_real_browser(served_page, dog_jpg):
             assert json.loads(saved.read_text())["schema"] == "relate-anything/scene-graph/v1"
         finally:
             browser.close()
+
+
+def _assert_diagram_inside_its_panel(page) -> None:
+    """Every label of the graph diagram lies inside the diagram's panel, as drawn by the browser."""
+    boxes = page.evaluate(
+        """() => {
+            const panel = document.querySelector('#scene-graph').getBoundingClientRect();
+            const svg = document.querySelector('#scene-graph svg').getBoundingClientRect();
+            const texts = [...document.querySelectorAll('#scene-graph svg text')].map(t => {
+                const r = t.getBoundingClientRect();
+                return {text: t.textContent, left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+            });
+            return {panel: {left: panel.left, right: panel.right, top: panel.top, bottom: panel.bottom},
+                    svg: {left: svg.left, right: svg.right, top: svg.top, bottom: svg.bottom}, texts};
+        }"""
+    )
+    assert boxes["texts"], "the diagram has no labels"
+    for area in ("panel", "svg"):
+        outside = [
+            t["text"]
+            for t in boxes["texts"]
+            if t["left"] < boxes[area]["left"] - 0.5
+            or t["right"] > boxes[area]["right"] + 0.5
+            or t["top"] < boxes[area]["top"] - 0.5
+            or t["bottom"] > boxes[area]["bottom"] + 0.5
+        ]
+        assert not outside, (area, outside, boxes[area])
+
+
+# The colour at (x, y), in the photo's own pixels, of the base image of the result picture
+# (Gradio's AnnotatedImage draws the photo, then each mask as its own image on top).
+_PIXEL_JS = """
+async ([x, y]) => {
+    const img = document.querySelector('#segments img');
+    if (!img || !img.complete || !img.naturalWidth) return null;
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(img, 0, 0);
+    return Array.from(context.getImageData(x, y, 1, 1).data.slice(0, 3));
+}
+"""

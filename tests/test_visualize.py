@@ -76,11 +76,52 @@ def test_graph_svg_draws_segments_as_nodes_and_relations_as_labelled_arrows():
     nodes = root.findall(f"{namespace}g[@class='segment']")
     assert sorted(n.get("data-segment") for n in nodes) == ["0", "1", "2"]
     assert {n.find(f"{namespace}text").text for n in nodes} == {"dog #0", "stick & co #1", "#2"}
-    # One arrow per ordered pair; the predicates of a pair share its label, best first.
-    labels = [t.text for t in root.findall(f"{namespace}text[@class='predicate']")]
-    assert sorted(labels) == ["beside", "holding, beside", "on"]
-    assert len(root.findall(f"{namespace}path")) == 3  # direct children: the arrows (the arrowhead is in defs)
+    # One arrow per ordered pair, labelled by its best predicate ("+1": one more); every
+    # predicate of the pair, with its score, in the arrow's tooltip.
+    arrows = root.findall(f"{namespace}g[@class='relation']")
+    assert len(arrows) == 3 and all(len(arrow.findall(f"{namespace}path")) == 1 for arrow in arrows)
+    labels = {arrow.find(f"{namespace}text").text: arrow.find(f"{namespace}title").text for arrow in arrows}
+    assert labels == {
+        "holding +1": "dog #0 → stick & co #1: holding (0.90), beside (0.30)",
+        "beside": "stick & co #1 → dog #0: beside (0.50)",
+        "on": "dog #0 → #2: on (0.40)",
+    }
     assert graph_svg(_three_segment_graph()) == svg  # the layout is seeded
+
+
+def test_graph_svg_keeps_every_label_inside_the_drawing():
+    """Long names are shortened (whole in the tooltip) and no text is placed outside the drawing,
+    whatever the layout puts at its edges (the browser test measures the rendered page)."""
+    import xml.etree.ElementTree as ElementTree
+
+    from relate_anything import psg
+    from relate_anything.visualize import graph_svg
+
+    names = ["a very long segment name for a thing at the edge", "x", "another long name of a stuff region", "y"]
+    masks = np.zeros((4, 8, 8), bool)
+    for k in range(4):
+        masks[k, 2 * k : 2 * k + 2] = True
+    graph = SceneGraph.from_masks(masks, [0.9] * 4, labels=names)
+    predicates = psg.predicates()
+    relations = [
+        Relation(s, p, predicates.index(p), o, 0.5)
+        for s, o in [(0, 1), (1, 2), (2, 3), (3, 0), (0, 2)]
+        for p in ("in front of", "beside")
+    ]
+    root = ElementTree.fromstring(graph_svg(graph.with_relations(relations), size=300))
+    namespace = "{http://www.w3.org/2000/svg}"
+    for group in root.iter(f"{namespace}g"):
+        text, title = group.find(f"{namespace}text"), group.find(f"{namespace}title")
+        assert len(text.text) <= 20 and (text.text.endswith("…") or text.text in title.text or "+" in text.text)
+        width = len(text.text) * 12 * (0.66 if group.get("class") == "segment" else 0.6)  # bold names
+        left = {"start": 0, "middle": width / 2, "end": width}[text.get("text-anchor")]
+        x, y = float(text.get("x")), float(text.get("y"))
+        assert 0 <= x - left and x - left + width <= 300 and 12 <= y <= 300, (text.text, x, y)
+    nodes = {
+        group.find(f"{namespace}title").text for group in root.iter(f"{namespace}g") if group.get("class") == "segment"
+    }
+    assert f"{names[0]} #0" in nodes  # the whole name on hover
+    assert 'style="overflow: hidden' in graph_svg(graph.with_relations(relations))
 
 
 def test_graph_svg_limits_and_empty_graphs():
@@ -89,3 +130,23 @@ def test_graph_svg_limits_and_empty_graphs():
     graph = _three_segment_graph()
     assert graph_svg(graph, max_relations=1).count('class="segment"') == 2
     assert "no relations" in graph_svg(graph.with_relations([]))
+
+
+def test_the_legend_says_how_many_relations_it_leaves_out(photo_and_graph):
+    photo, graph = photo_and_graph
+    relations = [Relation(0, "holding", 21, 1, 0.9 - k / 100) for k in range(12)]
+    ten_of_ten = np.asarray(draw_scene_graph(photo, graph.with_relations(relations[:10])))
+    ten_of_twelve = np.asarray(draw_scene_graph(photo, graph.with_relations(relations)))
+    line = int(max(12, min(photo.shape[:2]) // 40) * 1.5)
+    assert ten_of_twelve.shape[0] == ten_of_ten.shape[0] + line  # one more line: "10 of 12 relations shown; ..."
+    extra = ten_of_twelve[ten_of_ten.shape[0] - line // 2 : -line // 2]
+    assert (extra < 200).any()  # it holds text
+
+
+def test_point_marker():
+    from relate_anything.visualize import MARKER_COLOUR, draw_point_marker
+
+    photo = np.full((200, 300, 3), 40, np.uint8)
+    marked = draw_point_marker(photo, (120, 80))
+    assert tuple(marked[80, 120]) == MARKER_COLOUR and tuple(marked[80, 120 + 6]) == (255, 255, 255)  # dot, ring
+    assert (marked[:, :100] == 40).all() and (photo == 40).all()  # elsewhere untouched, a copy

@@ -14,6 +14,7 @@ import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,10 +22,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
+from typer.core import TyperCommand
 
 from relate_anything.errors import (
     CheckpointError,
-    ImageError,
+    InputFileError,
     RelateAnythingError,
     UsageError,
     WeightsNotFoundError,
@@ -48,14 +50,22 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (UsageError, EXIT_USAGE),
     (CheckpointError, EXIT_WEIGHTS),
     (WeightsNotFoundError, EXIT_WEIGHTS),
-    (ImageError, EXIT_INPUTS),
+    (InputFileError, EXIT_INPUTS),
 )
 
 #: The table as every command's --help ends.
 EXIT_CODES_HELP = (
-    "Exit codes: 0 done; 1 internal error; 2 usage (a bad flag, file or setting); 3 weights missing or wrong; "
-    "4 some inputs failed (the others are done)."
+    "Exit codes: 0 done; 1 internal error; 2 usage (a bad flag, file or setting: nothing ran); "
+    "3 weights missing or wrong; 4 some inputs failed (reported; the others are done)."
 )
+
+
+def epilog(*examples: str) -> str:
+    """The end of a command's --help: its examples, one a line as written, then the exit codes."""
+    if not examples:
+        return EXIT_CODES_HELP
+    # \b: click keeps the next paragraph's lines as they are instead of rewrapping them.
+    return "\b\nExamples:\n" + "\n".join(f"  {example}" for example in examples) + "\n\n" + EXIT_CODES_HELP
 
 
 def exit_code(error: BaseException) -> int:
@@ -75,6 +85,16 @@ def report(error: BaseException, *, prefix: str = "error") -> None:
 def warn(message: str) -> None:
     """Print a yellow warning line on stderr."""
     stderr.print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+
+def say(message: str) -> None:
+    """Print one line of what a command did on stderr, as it is (paths may hold brackets)."""
+    stderr.print(message, markup=False, highlight=False)
+
+
+def print_loaded(model: Any) -> None:
+    """Print a `pipeline.LoadedModel` as one line: "loaded SAM ViT-H (facebook/sam-vit-huge) on cuda in 4.1 s"."""
+    say(str(model))
 
 
 def fail(error: BaseException) -> typing.NoReturn:
@@ -133,12 +153,75 @@ def progress_callback(description: str, *, enabled: bool = True, rate_unit: str 
         yield update
 
 
+# -- help ----------------------------------------------------------------------------------------
+
+# Metavars of option types that name none themselves: a word, as in most command-line tools.
+_TYPE_METAVARS = {int: "N", float: "NUMBER", str: "TEXT", Path: "PATH"}
+
+
+class HelpCommand(TyperCommand):
+    """A command whose --help reads well at 80 columns.
+
+    Plain text (the apps are built with `rich_markup_mode=None`) instead of Rich's tables, which
+    cut long option names ("--stability-score-thr…") and words at narrow widths: here option
+    names stay whole and help text wraps. Options are grouped under the headings of their
+    `rich_help_panel` ("Models", "Segment everything", ...); values are named by their metavar
+    or a word (N, NUMBER, TEXT, PATH) rather than Python types; the usage line reads
+    `IMAGE...`, not `{images}...`.
+    """
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                pieces.append(_argument_usage(param))
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {"Arguments": [], "Options": []}
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                extra = "  [required]" if param.required else ""
+                sections["Arguments"].append((_argument_usage(param), (getattr(param, "help", "") or "") + extra))
+                continue
+            if param.metavar is None and not getattr(param, "is_flag", False):
+                param.metavar = _value_metavar(param)
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+        for heading, records in sections.items():
+            if records:
+                with formatter.section(heading):
+                    formatter.write_dl(records, col_max=34)
+
+
+def _argument_usage(param: Any) -> str:
+    name = param.metavar or (param.name or "").upper()
+    name = name if param.required else f"[{name}]"
+    return name + ("..." if param.nargs != 1 else "")
+
+
+def _value_metavar(param: Any) -> str:
+    """A word for an option's value from its annotation (typer >= 0.2x) or its click type."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if annotation is None:
+        return str(getattr(param.type, "name", "value")).upper()
+    repeated = typing.get_origin(annotation) is list
+    if repeated:
+        annotation = typing.get_args(annotation)[0]
+    word = _TYPE_METAVARS.get(annotation) or getattr(annotation, "__name__", "value").upper()
+    return word
+
+
 # -- options -------------------------------------------------------------------------------------
 
 # Options several commands share, declared once so they read the same.
 SamOption = Annotated[
     str | None,
     typer.Option(
+        metavar="WEIGHTS",
         help="SAM weights: hub id, transformers folder, or sam_vit_*.pth (default: $RELATE_ANYTHING_SAM, "
         "else facebook/sam-vit-huge).",
         show_default=False,
@@ -148,6 +231,7 @@ SamOption = Annotated[
 RamOption = Annotated[
     str | None,
     typer.Option(
+        metavar="WEIGHTS",
         help="RAM head weights: ram_epoch12.pth, a .safetensors head, or hf://OWNER/REPO/FILE "
         "(default: $RELATE_ANYTHING_RAM, else the authors' ram_epoch12.pth).",
         show_default=False,
@@ -156,11 +240,15 @@ RamOption = Annotated[
 ]
 TopKOption = Annotated[int, typer.Option(min=1, help="Relations to keep per image, best first.")]
 DeviceOption = Annotated[
-    str, typer.Option(help="Where the models run: cpu, cuda, cuda:1, ... (under torchrun: cuda:LOCAL_RANK).")
+    str,
+    typer.Option(
+        metavar="DEVICE", help="Where the models run: cpu, cuda, cuda:1, mps (under torchrun, cuda is cuda:LOCAL_RANK)."
+    ),
 ]
 DtypeOption = Annotated[
     str,
     typer.Option(
+        metavar="DTYPE",
         help="SAM's precision: float32, bfloat16 (faster on GPUs and recent CPUs; masks and scores move "
         "slightly) or float16 (GPUs).",
     ),
@@ -168,6 +256,7 @@ DtypeOption = Annotated[
 LabelerOption = Annotated[
     str | None,
     typer.Option(
+        metavar="WEIGHTS",
         help="Name segments with this CLIP/SigLIP model: hub id or folder (default: $RELATE_ANYTHING_LABELER, "
         "else openai/clip-vit-base-patch32).",
         show_default=False,
@@ -177,6 +266,7 @@ LabelerOption = Annotated[
 VocabOption = Annotated[
     str | None,
     typer.Option(
+        metavar="NAMES",
         help='Names to choose from: "dog,stick,sand", a file with one name a line, or "psg" (PSG\'s 133 '
         "classes, the default). Implies a labeler.",
         show_default=False,
@@ -196,6 +286,7 @@ LabelThresholdOption = Annotated[
 DetectorOption = Annotated[
     str | None,
     typer.Option(
+        metavar="WEIGHTS",
         help="Find by text with this OWLv2 detector (hub id or folder), whose boxes prompt SAM.",
         show_default=False,
         rich_help_panel="Naming and finding",
@@ -204,12 +295,24 @@ DetectorOption = Annotated[
 SeggptOption = Annotated[
     str | None,
     typer.Option(
+        metavar="WEIGHTS",
         help="SegGPT weights for segment by example: hub id or folder (default: $RELATE_ANYTHING_SEGGPT, else "
         "BAAI/seggpt-vit-large).",
         show_default=False,
         rich_help_panel="Naming and finding",
     ),
 ]
+MaxUploadOption = Annotated[
+    float,
+    typer.Option(
+        "--max-upload-mb",
+        min=0.001,
+        metavar="MIB",
+        help="Largest image file accepted, in MiB (2^20 bytes); larger uploads are refused (the API: HTTP 413).",
+    ),
+]
+#: The default of --max-upload-mb, the same for the UI and the API.
+MAX_UPLOAD_MB = 20.0
 MultimaskOption = Annotated[
     bool,
     typer.Option(

@@ -19,6 +19,9 @@ DTYPES = {
 }
 
 
+_EXPECTED_DEVICES = "expected cpu, cuda, cuda:N (an NVIDIA GPU: cuda, or cuda:1 for the second) or mps (Apple)"
+
+
 def check_device(device: str) -> str:
     """`device` ("cpu", "cuda", "cuda:1", "mps") if it exists here; under torchrun, plain "cuda"
     becomes this process's GPU (cuda:$LOCAL_RANK).
@@ -32,7 +35,7 @@ def check_device(device: str) -> str:
     try:
         parsed = torch.device(name)
     except (RuntimeError, ValueError):
-        raise UsageError(f"device {device!r}: expected cpu, cuda, cuda:N or mps") from None
+        raise UsageError(f"device {device!r}: {_EXPECTED_DEVICES}") from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(f"device {device!r}: CUDA is not available on this machine; use cpu")
@@ -44,7 +47,7 @@ def check_device(device: str) -> str:
         if not torch.backends.mps.is_available():
             raise UsageError(f"device {device!r}: MPS is not available on this machine; use cpu")
     elif parsed.type != "cpu":
-        raise UsageError(f"device {device!r}: expected cpu, cuda, cuda:N or mps")
+        raise UsageError(f"device {device!r}: {_EXPECTED_DEVICES}")
     return name
 
 

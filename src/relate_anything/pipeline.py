@@ -23,6 +23,7 @@ collect) describes the pipeline it wants with one and calls `build(device)`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from relate_anything.video.sam2 import Sam2VideoTracker
     from relate_anything.video_scene_graph import VideoSceneGraph
 
-__all__ = ["PipelineSpec", "RelateAnything", "check_prompt"]
+__all__ = ["LoadedModel", "PipelineSpec", "RelateAnything", "check_prompt"]
 
 
 class RelateAnything:
@@ -344,9 +345,11 @@ class RelateAnything:
             scores.append(None)
         if request.find is not None and self.detector is not None:
             detections = self.detector.detect(pixels, [request.find])
-            prompted.append(self._boxes_prompted([d.box for d in detections], request.settings))
-            names += [d.phrase for d in detections]
-            scores += [d.score for d in detections]
+            found = self._boxes_prompted([d.box for d in detections], request.settings)
+            kept = _non_empty(found.masks).tolist()
+            prompted.append(found[torch.tensor(kept, dtype=torch.bool, device=found.masks.device)])
+            names += [d.phrase for d, keep in zip(detections, kept) if keep]
+            scores += [d.score for d, keep in zip(detections, kept) if keep]
         if request.examples:
             found = self._example_segments(pixels, request)
             prompted.append(found)
@@ -377,15 +380,33 @@ class RelateAnything:
         return graph.with_relations(self._relations(segments.features, request.top_k, subject))
 
     def _prompted(self, request: _Request) -> SegmentationResult:
-        """The one mask SAM gives for a point and/or box prompt."""
+        """The one mask SAM gives for a point and/or box prompt.
+
+        Raises:
+            PromptError: the mask is empty (no pixel's logit above the mask threshold), so there
+                is no subject to relate.
+        """
         point, box = request.point, request.box
-        return self.segmenter.segment_prompts(
+        result = self.segmenter.segment_prompts(
             points=None if point is None else torch.tensor([point], dtype=torch.float32),
             point_labels=None if point is None else torch.tensor([1]),
             boxes=None if box is None else torch.tensor([box], dtype=torch.float32),
             multimask_output=request.multimask,
             settings=request.settings,
         )[:1]
+        if not bool(_non_empty(result.masks).all()):
+            prompt = " and ".join(
+                f"{name} {tuple(round(v, 1) for v in value)}"
+                for name, value in (("point", point), ("box", box))
+                if value
+            )
+            raise PromptError(
+                f"SAM's mask for the {prompt} is empty (no pixel above mask_threshold "
+                f"{request.settings.mask_threshold:g}), so there is no subject to relate: prompt another spot"
+                + ("" if request.multimask else ", try multimask")
+                + (", or lower mask_threshold" if request.settings.mask_threshold > 0 else "")
+            )
+        return result
 
     def _boxes_prompted(self, boxes: Sequence[Sequence[float]], settings: SegmentSettings) -> SegmentationResult:
         """SAM's mask and token for each pixel-edge box (one decoder pass for all of them)."""
@@ -400,6 +421,7 @@ class RelateAnything:
         from relate_anything.seggpt import example_segments
 
         found = example_segments(self.example_segmenter, pixels, request.examples)
+        found = found[_non_empty(found.masks)]
         if not len(found):
             return self._boxes_prompted([], request.settings)
         boxes = xyxy_inclusive_to_xyxy(found.boxes)
@@ -514,49 +536,113 @@ class PipelineSpec:
 
         return Vocabulary.parse(self.vocabulary)
 
-    def build_segmenter(self, device: str, *, embedding_cache_size: int = 1) -> Segmenter:
-        """The SAM stage alone, on `device` (what `collect` needs)."""
-        from relate_anything.cpu_allocator import reuse_freed_memory
+    def model_references(self) -> dict[str, tuple[str, weights.WeightsKind]]:
+        """The weights reference of every model this spec names, by field ("sam", "ram", and
+        "labeler", "detector", "seggpt", "sam2" when set), as they will be loaded."""
+        kinds = {
+            "sam": weights.SAM_WEIGHTS,
+            "ram": weights.RAM_WEIGHTS,
+            "labeler": weights.LABELER_WEIGHTS,
+            "detector": weights.DETECTOR_WEIGHTS,
+            "seggpt": weights.SEGGPT_WEIGHTS,
+            "sam2": weights.SAM2_WEIGHTS,
+        }
+        return {
+            name: (kind.reference(getattr(self, name)), kind)
+            for name, kind in kinds.items()
+            if name in ("sam", "ram") or getattr(self, name) is not None
+        }
 
-        reuse_freed_memory(device)  # on CPUs, fewer page faults: ~1.2x faster (see cpu_allocator)
-        sam_path = weights.resolve(weights.SAM_WEIGHTS.reference(self.sam), weights.SAM_WEIGHTS)
-        return Segmenter(
-            load_sam(sam_path, device=device, dtype=parse_dtype(self.dtype)),
-            settings=self.settings,
-            points_per_batch=self.points_per_batch,
-            embedding_cache_size=embedding_cache_size,
-            decoder=self.decoder,
-        )
+    def check_weights(self, *, only: Sequence[str] | None = None) -> dict[str, Path]:
+        """Every model's weights on disk, by field, downloading what is not yet cached; nothing is loaded.
 
-    def build(self, device: str, *, embedding_cache_size: int = 1) -> RelateAnything:
+        Args:
+            only: the fields to check (default: every model of the spec).
+
+        Raises:
+            WeightsNotFoundError: one message naming every model whose weights are neither on
+                disk, nor cached, nor downloadable, each with its flag and environment variable;
+                without network it comes at once (see `weights.resolve_all`).
+        """
+        references = {name: entry for name, entry in self.model_references().items() if only is None or name in only}
+        return dict(zip(references, weights.resolve_all(list(references.values()))))
+
+    def build_segmenter(
+        self,
+        device: str,
+        *,
+        embedding_cache_size: int = 1,
+        on_loaded: Callable[[LoadedModel], None] | None = None,
+    ) -> Segmenter:
+        """The SAM stage alone, on `device` (what `collect` needs); `on_loaded` as for `build`."""
+        paths = self.check_weights(only=["sam"])
+        with weights.no_loading_bars():
+            return self._segmenter(paths["sam"], device, embedding_cache_size, on_loaded)
+
+    def build(
+        self,
+        device: str,
+        *,
+        embedding_cache_size: int = 1,
+        on_loaded: Callable[[LoadedModel], None] | None = None,
+    ) -> RelateAnything:
         """The pipeline on `device`, every stage this spec names loaded.
+
+        Every model's weights are found (or downloaded) first, so that all missing ones are
+        reported together before anything loads (`check_weights`).
+
+        Args:
+            device: "cpu", "cuda", "cuda:1", ...
+            embedding_cache_size: photos whose SAM embeddings the segmenter keeps.
+            on_loaded: called with a `LoadedModel` after each model is loaded (the commands
+                print "loaded SAM ViT-H (facebook/sam-vit-huge) on cuda in 4.1 s"); the library
+                itself prints nothing.
 
         Raises:
             WeightsNotFoundError, CheckpointError: weights missing, or not what they should be.
             UsageError: a vocabulary that cannot be read.
         """
         vocabulary = self.load_vocabulary()  # a bad vocabulary file fails before any model loads
-        segmenter = self.build_segmenter(device, embedding_cache_size=embedding_cache_size)
-        ram_path = weights.resolve(weights.RAM_WEIGHTS.reference(self.ram), weights.RAM_WEIGHTS)
-        relation_head = RelationHead.from_checkpoint(ram_path).to(device)
-        labeler = detector = example_segmenter = video_tracker = None
-        if self.labeler is not None:
-            from relate_anything.naming import Labeler
+        paths = self.check_weights()
+        references = self.model_references()
 
-            options = {} if self.label_threshold is None else {"threshold": self.label_threshold}
-            labeler = Labeler.from_pretrained(self.labeler, device=device, **options)
-        if self.detector is not None:
-            from relate_anything.naming import Detector
+        def loaded(name: str, field: str, started: float) -> None:
+            if on_loaded is not None:
+                on_loaded(LoadedModel(name, references[field][0], str(device), time.perf_counter() - started))
 
-            detector = Detector.from_pretrained(self.detector, device=device)
-        if self.seggpt is not None:
-            from relate_anything.seggpt import ExampleSegmenter
+        with weights.no_loading_bars():
+            segmenter = self._segmenter(paths["sam"], device, embedding_cache_size, on_loaded)
+            started = time.perf_counter()
+            relation_head = RelationHead.from_checkpoint(paths["ram"]).to(device)
+            loaded(weights.RAM_WEIGHTS.name, "ram", started)
+            labeler = detector = example_segmenter = video_tracker = None
+            if self.labeler is not None:
+                from relate_anything.naming import Labeler
 
-            example_segmenter = ExampleSegmenter.from_pretrained(self.seggpt, device=device)
-        if self.sam2 is not None:
-            from relate_anything.video.sam2 import Sam2VideoTracker
+                started = time.perf_counter()
+                options = {} if self.label_threshold is None else {"threshold": self.label_threshold}
+                labeler = Labeler.from_pretrained(paths["labeler"], device=device, **options)
+                loaded(weights.LABELER_WEIGHTS.name, "labeler", started)
+            if self.detector is not None:
+                from relate_anything.naming import Detector
 
-            video_tracker = Sam2VideoTracker.from_pretrained(self.sam2, device=device, dtype=parse_dtype(self.dtype))
+                started = time.perf_counter()
+                detector = Detector.from_pretrained(paths["detector"], device=device)
+                loaded(weights.DETECTOR_WEIGHTS.name, "detector", started)
+            if self.seggpt is not None:
+                from relate_anything.seggpt import ExampleSegmenter
+
+                started = time.perf_counter()
+                example_segmenter = ExampleSegmenter.from_pretrained(paths["seggpt"], device=device)
+                loaded(weights.SEGGPT_WEIGHTS.name, "seggpt", started)
+            if self.sam2 is not None:
+                from relate_anything.video.sam2 import Sam2VideoTracker
+
+                started = time.perf_counter()
+                video_tracker = Sam2VideoTracker.from_pretrained(
+                    paths["sam2"], device=device, dtype=parse_dtype(self.dtype)
+                )
+                loaded(weights.SAM2_WEIGHTS.name, "sam2", started)
         return RelateAnything(
             segmenter,
             relation_head,
@@ -568,6 +654,54 @@ class PipelineSpec:
             example_segmenter=example_segmenter,
             video_tracker=video_tracker,
         )
+
+    def _segmenter(
+        self, path: Path, device: str, embedding_cache_size: int, on_loaded: Callable[[LoadedModel], None] | None
+    ) -> Segmenter:
+        from relate_anything.cpu_allocator import reuse_freed_memory
+
+        reuse_freed_memory(device)  # on CPUs, fewer page faults: ~1.2x faster (see cpu_allocator)
+        started = time.perf_counter()
+        model = load_sam(path, device=device, dtype=parse_dtype(self.dtype))
+        if on_loaded is not None:
+            name = f"SAM {sam_variant(model.config)}" + ("" if self.dtype == "float32" else f" in {self.dtype}")
+            reference = weights.SAM_WEIGHTS.reference(self.sam)
+            on_loaded(LoadedModel(name, reference, str(device), time.perf_counter() - started))
+        return Segmenter(
+            model,
+            settings=self.settings,
+            points_per_batch=self.points_per_batch,
+            embedding_cache_size=embedding_cache_size,
+            decoder=self.decoder,
+        )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model that `PipelineSpec.build` has loaded: what the commands report, one line each.
+
+    Attributes:
+        name: what it is ("SAM ViT-H", "RAM relation head", "labeler (CLIP/SigLIP)", ...).
+        reference: where its weights came from, as given (hub id, hf:// reference or path).
+        device: where it runs.
+        seconds: the time it took to load (reading and placing the weights).
+    """
+
+    name: str
+    reference: str
+    device: str
+    seconds: float
+
+    def __str__(self) -> str:
+        return f"loaded {self.name} ({self.reference}) on {self.device} in {self.seconds:.1f} s"
+
+
+def sam_variant(config: Any) -> str:
+    """SAM's image encoder by name: "ViT-B", "ViT-L" or "ViT-H" (the published ones), else
+    "ViT WIDTHxDEPTH"."""
+    vision = config.vision_config
+    shape = (vision.hidden_size, vision.num_hidden_layers)
+    return {(768, 12): "ViT-B", (1024, 24): "ViT-L", (1280, 32): "ViT-H"}.get(shape, f"ViT {shape[0]}x{shape[1]}")
 
 
 def check_prompt(point: Sequence[float] | None, box: Sequence[float] | None, *, width: int, height: int) -> None:
@@ -609,6 +743,11 @@ def _batched(images: Iterable, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
+
+
+def _non_empty(masks: torch.Tensor) -> torch.Tensor:
+    """[N] bool: which of the masks [N, H, W] have at least one pixel (an empty mask is no segment)."""
+    return masks.flatten(1).any(1)
 
 
 def _with_names(graph: SceneGraph, names: list[str | None], scores: list[float | None]) -> SceneGraph:

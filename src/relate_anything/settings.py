@@ -39,7 +39,7 @@ class SegmentSettings:
             dropped (1: no suppression).
         duplicate_iou_thresh: of two masks with at least this mask IoU, the smaller is dropped
             (above 1: keep near-duplicates).
-        min_mask_area: masks with fewer pixels are dropped.
+        min_mask_area: masks with fewer pixels are dropped (empty masks always are).
         mask_threshold: logit above which a pixel is in a mask (also for prompted masks).
     """
 
@@ -67,7 +67,9 @@ class SegmentSettings:
         minimum=0.0,
         maximum=None,
     )
-    min_mask_area: int = _setting(0, "Drop masks with fewer pixels than this.", minimum=0, maximum=None)
+    min_mask_area: int = _setting(
+        0, "Drop masks with fewer pixels than this (empty masks always).", minimum=0, maximum=None
+    )
     mask_threshold: float = _setting(0.0, "Mask logit above which a pixel is in the mask.", minimum=None, maximum=None)
 
     def __post_init__(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,54 @@ def listed(keys: Sequence[str]) -> str:
     """The first few keys, and how many more: `a, b, c (+12 more)`."""
     more = len(keys) - MAX_LISTED_KEYS
     return ", ".join(keys[:MAX_LISTED_KEYS]) + (f" (+{more} more)" if more > 0 else "")
+
+
+def read_torch_file(path: Path, *, what: str) -> Any:
+    """What a `torch.save`d file holds, read onto the CPU with weights-only unpickling.
+
+    Tensors and plain containers are read; a file whose pickle would import or call anything
+    (a class, `os.system`) is refused before it runs. PyTorch's own message for such a file
+    advises `weights_only=False`, which is exactly what must never be done with a file of unknown
+    origin, so the error here names the file and what is wrong with it, never that advice.
+
+    Args:
+        path: the file.
+        what: what the file should be, for messages ("SAM checkpoint", "RAM head checkpoint").
+
+    Raises:
+        CheckpointError: not a PyTorch file, damaged, or holding Python objects other than tensors.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        details = _unpickler_details(str(error))
+        if any("GLOBAL" in line for line in details):
+            culprit = next(line for line in details if "GLOBAL" in line)
+            raise CheckpointError(
+                f"{path}: refused rather than unpickled: it holds Python objects other than tensors, and loading "
+                f"it could run code ({culprit.rstrip('.')}); a {what} is a plain dict of tensors"
+            ) from None
+        reason = "; ".join(details) or type(error).__name__
+        raise CheckpointError(f"{path}: not a readable {what} (not a PyTorch file, or damaged: {reason})") from None
+    except Exception as error:  # torch raises EOFError, RuntimeError, IndexError, ... on other files
+        reason = "; ".join(_unpickler_details(str(error))) or "empty or truncated"
+        raise CheckpointError(
+            f"{path}: not a readable {what} (not a PyTorch file, or damaged: {type(error).__name__}: {reason})"
+        ) from None
+
+
+def _unpickler_details(message: str) -> list[str]:
+    """The lines of a torch.load error that describe the file, without PyTorch's advice about
+    `weights_only` (to turn it off) and its pointers to the documentation and issue tracker."""
+    advice = ("weights_only", "Check the documentation", "Please file an issue", "If you are seeing this error")
+    lines = []
+    for line in message.splitlines():
+        line = line.replace("WeightsUnpickler error:", "").strip()
+        # torch's zip reader appends its advice to the reason in the same line.
+        line = line.split(". This is an internal miniz error")[0]
+        if line and not any(marker in line for marker in advice):
+            lines.append(line)
+    return lines
 
 
 def mismatches(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> list[str]:

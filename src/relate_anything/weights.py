@@ -13,7 +13,12 @@ where to get them, and which flag or environment variable points at them.
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,15 +145,90 @@ def resolve(reference: str | Path, kind: WeightsKind) -> Path:
         WeightsNotFoundError: the path does not exist, or the hub files are not cached and cannot
             be downloaded (offline, unknown repository, no network).
     """
-    text = str(reference)
+    return resolve_all([(reference, kind)])[0]
+
+
+def resolve_all(references: Sequence[tuple[str | Path, WeightsKind]]) -> list[Path]:
+    """Local files or folders for several weights references; every one missing is named in one error.
+
+    In three steps, so that a missing file is reported before anything is downloaded and a
+    machine without network is told so at once:
+
+    1. paths on disk, and hub references already in the Hugging Face cache (no network);
+    2. if anything must be downloaded, one short connection test to the hub (or the proxy that
+       leads there), at most `PROBE_SECONDS`: without an answer every download counts as missing
+       (huggingface_hub would retry each one for half a minute first);
+    3. the downloads, each with huggingface_hub's progress bar per file.
+
+    Raises:
+        WeightsNotFoundError: one message naming each reference that is neither on disk, nor
+            cached, nor downloadable, with the flag and environment variable that point at it.
+    """
+    found: list[Path | None] = []
+    missing: dict[int, WeightsNotFoundError] = {}
+    for k, (reference, kind) in enumerate(references):
+        try:
+            found.append(_on_disk_or_cached(str(reference), kind))
+        except WeightsNotFoundError as error:
+            found.append(None)
+            missing[k] = error
+    to_download = [k for k, path in enumerate(found) if path is None and k not in missing]
+    unreachable = hub_unreachable() if to_download else None
+    for k in to_download:
+        reference, kind = str(references[k][0]), references[k][1]
+        if unreachable is not None:
+            missing[k] = _not_found(kind, reference, f"not in the Hugging Face cache, and {unreachable}")
+            continue
+        try:
+            found[k] = _download(reference, kind)
+        except WeightsNotFoundError as error:
+            missing[k] = error
+    if missing:
+        errors = [missing[k] for k in sorted(missing)]
+        raise errors[0] if len(errors) == 1 else combined_error(errors)
+    return [path for path in found if path is not None]
+
+
+def combined_error(errors: Sequence[WeightsNotFoundError]) -> WeightsNotFoundError:
+    """One error whose message lists every one of `errors` (each with its flag and variable)."""
+    listed = "\n".join("- " + str(error).replace("\n", "\n  ") for error in errors)
+    return WeightsNotFoundError(f"{len(errors)} models' weights are missing:\n{listed}")
+
+
+def _on_disk_or_cached(text: str, kind: WeightsKind) -> Path | None:
+    """The reference's file or folder when it is on disk or in the hub cache; None when it must
+    be downloaded. Raises `WeightsNotFoundError` for a path that does not exist or a malformed
+    hf:// reference."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
     if text.startswith("hf://"):
-        return _resolve_hub_file(text, kind)
+        repo_id, filename, repo_type = _hub_file(text, kind)
+        try:
+            return Path(hf_hub_download(repo_id, filename, repo_type=repo_type, local_files_only=True))
+        except Exception:  # not cached
+            return None
     path = Path(text).expanduser()
     if path.exists():
         return path
     if _looks_like_path(text):
         raise _not_found(kind, text, f"{text} does not exist")
-    return _resolve_hub_repo(text, kind)
+    try:
+        return Path(snapshot_download(text, allow_patterns=_HUB_MODEL_FILES, local_files_only=True))
+    except Exception:  # not (fully) cached
+        return None
+
+
+def _download(text: str, kind: WeightsKind) -> Path:
+    """Download a hub reference (a repository's model files, or one hf:// file) into the cache."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    try:
+        if text.startswith("hf://"):
+            repo_id, filename, repo_type = _hub_file(text, kind)
+            return Path(hf_hub_download(repo_id, filename, repo_type=repo_type))
+        return Path(snapshot_download(text, allow_patterns=_HUB_MODEL_FILES))
+    except Exception as error:
+        raise _not_found(kind, text, _hub_reason(error)) from error
 
 
 def _looks_like_path(text: str) -> bool:
@@ -161,46 +241,75 @@ def _looks_like_path(text: str) -> bool:
     )
 
 
-def _resolve_hub_repo(repo_id: str, kind: WeightsKind) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=_HUB_MODEL_FILES, local_files_only=True))
-    except Exception:  # not (fully) cached: try the network below
-        pass
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=_HUB_MODEL_FILES))
-    except Exception as error:
-        raise _not_found(kind, repo_id, _hub_reason(error)) from error
-
-
-def _resolve_hub_file(reference: str, kind: WeightsKind) -> Path:
-    from huggingface_hub import hf_hub_download
-
+def _hub_file(reference: str, kind: WeightsKind) -> tuple[str, str, str]:
+    """(repo id, file path in the repository, repo type) of an hf:// reference."""
     parts = reference.removeprefix("hf://").split("/")
     repo_type = "model"
     if parts and parts[0] in ("models", "spaces", "datasets"):
         repo_type = parts.pop(0).removesuffix("s")
     if len(parts) < 3 or not all(parts):
         raise _not_found(kind, reference, "expected hf://[spaces/|datasets/]OWNER/REPO/PATH/TO/FILE")
-    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
-    try:
-        return Path(hf_hub_download(repo_id, filename, repo_type=repo_type, local_files_only=True))
-    except Exception:  # not cached: try the network below
-        pass
-    try:
-        return Path(hf_hub_download(repo_id, filename, repo_type=repo_type))
-    except Exception as error:
-        raise _not_found(kind, reference, _hub_reason(error)) from error
+    return "/".join(parts[:2]), "/".join(parts[2:]), repo_type
+
+
+#: How long the connection test to the hub may take before the hub counts as out of reach (s).
+PROBE_SECONDS = 2.0
+
+
+def hub_unreachable(timeout: float = PROBE_SECONDS) -> str | None:
+    """Why downloads from the Hugging Face hub cannot work here, or None when they may.
+
+    HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) turns downloads off; otherwise one TCP connection to
+    the hub endpoint ($HF_ENDPOINT, default https://huggingface.co), or to the proxy configured for
+    it, must open within `timeout` seconds, name lookup included.
+    """
+    import socket
+    import threading
+    import urllib.request
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "downloads are off (HF_HUB_OFFLINE=1)"
+    endpoint = urlparse(constants.ENDPOINT)
+    host, port = endpoint.hostname or "", endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    target = f"{endpoint.scheme}://{host}" + (f":{endpoint.port}" if endpoint.port else "")
+    proxy = None if urllib.request.proxy_bypass(host) else urllib.request.getproxies().get(endpoint.scheme)
+    if proxy:
+        parsed = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = parsed.hostname or "", parsed.port or 80
+        target = f"the proxy {parsed.hostname}:{port} for {target}"
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(error)
+
+    # A thread: the name lookup inside create_connection does not honour the timeout.
+    thread = threading.Thread(target=connect, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"{target} cannot be reached (no answer within {timeout:g} s)"
+    if outcome[0] is not None:
+        error = outcome[0]
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        return f"{target} cannot be reached ({reason})"
+    return None
 
 
 def _hub_reason(error: Exception) -> str:
     name = type(error).__name__
-    if "Offline" in name or os.environ.get("HF_HUB_OFFLINE") == "1":
+    if "Offline" in name:
         return "not in the Hugging Face cache, and downloads are off (HF_HUB_OFFLINE=1)"
     if "RepositoryNotFound" in name or ("EntryNotFound" in name and "Local" not in name):
         return f"not found on the Hugging Face hub ({name})"
-    return f"not in the Hugging Face cache, and the download failed ({name})"
+    detail = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"not in the Hugging Face cache, and the download failed ({name}{': ' + detail if detail else ''})"
 
 
 def _not_found(kind: WeightsKind, reference: str, reason: str) -> WeightsNotFoundError:
@@ -209,6 +318,71 @@ def _not_found(kind: WeightsKind, reference: str, reason: str) -> WeightsNotFoun
         f"  Needed: {kind.where_to_get}.\n"
         f"  Point at them with {kind.flag} PATH (a file or folder) or the environment variable {kind.env_var}."
     )
+
+
+def fingerprint(path: str | Path) -> str:
+    """A fingerprint of the content of weights on disk: "sha256:HEX" of a file, or of a folder's
+    model files (config, weights and tokenizer files: their relative names and contents).
+
+    Equal for the same weights however they were given (a hub id and its cached snapshot folder,
+    a relative and an absolute path, a copy), different as soon as one byte differs. Files in the
+    Hugging Face cache are links to blobs named by their sha256 (large files), which is taken as
+    it is instead of reading gigabytes again; other files are read (a few seconds for SAM ViT-H).
+    """
+    path = Path(path)
+    if path.is_file():
+        return f"sha256:{_file_sha256(path)}"
+    files = sorted(
+        file
+        for file in path.rglob("*")
+        if file.is_file()
+        and not any(part.startswith(".") for part in file.relative_to(path).parts)
+        and any(fnmatch.fnmatch(file.name, pattern) for pattern in _FINGERPRINTED_FILES)
+    )
+    if not files:
+        raise WeightsNotFoundError(f"{path}: no model files in this folder (config.json, *.safetensors, ...)")
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(path).as_posix()}\0{_file_sha256(file)}\n".encode())
+    return f"sha256:{digest.hexdigest()}"
+
+
+# What a model folder's fingerprint covers: what transformers reads from it.
+_FINGERPRINTED_FILES = [*_HUB_MODEL_FILES, "*.bin", "*.pth", "*.pt"]
+
+
+def _file_sha256(file: Path) -> str:
+    target = file.resolve()
+    # huggingface_hub's cache: snapshots/<rev>/<name> -> blobs/<etag>, and a large (LFS) file's
+    # etag is the sha256 of its content.
+    if target.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", target.name):
+        return target.name
+    with open(target, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+@contextmanager
+def no_loading_bars() -> Iterator[None]:
+    """Within: transformers draws no "Loading weights" bar for the models it loads (the front ends
+    print one line per loaded model instead: `PipelineSpec.build(on_loaded=...)`). Download bars,
+    huggingface_hub's, are not touched."""
+    from transformers.utils import logging as transformers_logging
+
+    set_hook = getattr(transformers_logging, "set_tqdm_hook", None)  # transformers >= 5
+    if set_hook is None:
+        yield
+        return
+
+    def hook(factory, args, kwargs):
+        if kwargs.get("desc") == "Loading weights":
+            return transformers_logging.EmptyTqdm(*args, **kwargs)
+        return factory(*args, **kwargs) if previous is None else previous(factory, args, kwargs)
+
+    previous = set_hook(hook)
+    try:
+        yield
+    finally:
+        set_hook(previous)
 
 
 def quiet_loading() -> None:

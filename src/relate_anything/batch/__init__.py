@@ -9,17 +9,27 @@ exactly-once, on one device, one worker process per GPU, or a Ray cluster.
 The command line: `relate-anything batch INPUT --out DIR` (see `batch.cli`).
 """
 
-from relate_anything.batch.inputs import InputError, InputItem, list_inputs, load_input
-from relate_anything.batch.job import BatchSummary, run_batch
-from relate_anything.batch.relate import Outcome, relate_items
-from relate_anything.batch.shards import (
-    ErrorLog,
-    ShardWriter,
-    finished_files,
-    read_errors,
-    read_scene_graphs,
-    shard_paths,
-)
+import importlib
+from typing import Any
+
+# Exports load on first use (PEP 562): the command line imports batch.cli, and
+# `relate-anything --help` or a usage error must not wait for torch (the job imports the pipeline).
+_EXPORTS = {
+    "InputError": "inputs",
+    "InputItem": "inputs",
+    "list_inputs": "inputs",
+    "load_input": "inputs",
+    "BatchSummary": "job",
+    "run_batch": "job",
+    "Outcome": "relate",
+    "relate_items": "relate",
+    "ErrorLog": "shards",
+    "ShardWriter": "shards",
+    "finished_files": "shards",
+    "read_errors": "shards",
+    "read_scene_graphs": "shards",
+    "shard_paths": "shards",
+}
 
 __all__ = [
     "BatchSummary",
@@ -37,3 +47,9 @@ __all__ = [
     "run_batch",
     "shard_paths",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -22,6 +22,7 @@ from relate_anything.console import (
     SamOption,
     TopKOption,
     handles_errors,
+    print_loaded,
     progress_callback,
     segment_settings_options,
     stderr,
@@ -44,6 +45,7 @@ def batch_command(
     out: Annotated[
         Path,
         typer.Option(
+            metavar="DIR",
             help="Output folder: scene_graphs-*.jsonl (or .parquet) and errors.jsonl; run the same command again to resume.",
             show_default=False,
         ),
@@ -52,6 +54,7 @@ def batch_command(
         str,
         typer.Option(
             "--format",
+            metavar="[jsonl|parquet]",
             help="Shard format: jsonl (one SceneGraph JSON a line) or parquet (columns file, scene_graph; needs pyarrow).",
         ),
     ] = "jsonl",
@@ -67,7 +70,11 @@ def batch_command(
     device: DeviceOption = "cpu",
     devices: Annotated[
         str | None,
-        typer.Option(help="Comma-separated devices, one worker process each: cuda:0,cuda:1,...", show_default=False),
+        typer.Option(
+            metavar="DEVICES",
+            help="Comma-separated devices, one worker process each: cuda:0,cuda:1,...",
+            show_default=False,
+        ),
     ] = None,
     workers: Annotated[
         int, typer.Option(min=1, help="Worker processes on --device (with --device cuda: one per GPU, cuda:0..N-1).")
@@ -76,6 +83,7 @@ def batch_command(
         str | None,
         typer.Option(
             "--ray",
+            metavar="ADDRESS",
             help="Run on a Ray cluster with Ray Data, one actor per GPU: auto, ray://HOST:PORT, or local (start Ray here).",
             show_default=False,
         ),
@@ -103,6 +111,8 @@ def batch_command(
     spec = PipelineSpec(sam=sam, ram=ram, dtype=dtype, settings=settings, top_k=top_k)
     chosen = _devices(device, devices, workers) if ray is None else ["cpu"] * workers
     items = list_inputs(source)
+    # Every missing weight named at once, and downloads (with their own bars) before the job's bar.
+    spec.check_weights()
     # A scheduler's SIGTERM (preemption, `kill`) stops the job like Ctrl-C: the graphs
     # already computed are committed before it exits.
     previous = signal.signal(signal.SIGTERM, _stop)
@@ -121,6 +131,7 @@ def batch_command(
                 retry_errors=retry_errors,
                 decode_threads=decode_threads,
                 progress=progress,
+                on_loaded=print_loaded,
             )
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -27,20 +27,19 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
+from relate_anything import weights
 from relate_anything.atomic import write_text_atomically
 from relate_anything.batch.inputs import InputItem
 from relate_anything.batch.relate import Outcome, relate_items
 from relate_anything.batch.shards import ErrorLog, ShardWriter, finished_files, read_errors
 from relate_anything.errors import RelateAnythingError, UsageError
+from relate_anything.pipeline import LoadedModel, PipelineSpec
 from relate_anything.weights import quiet_loading
-
-if TYPE_CHECKING:
-    from relate_anything.pipeline import PipelineSpec
 
 __all__ = ["BatchSummary", "ProgressCallback", "run_batch"]
 
@@ -93,6 +92,7 @@ def run_batch(
     retry_errors: bool = False,
     decode_threads: int = 2,
     progress: ProgressCallback | None = None,
+    on_loaded: Callable[[LoadedModel], None] | None = None,
     pipeline=None,
 ) -> BatchSummary:
     """Relate every image of `inputs` that `out_dir` does not hold yet, and commit the results.
@@ -112,6 +112,7 @@ def run_batch(
         retry_errors: try the images in errors.jsonl again (their records are dropped first).
         decode_threads: threads decoding images ahead of the model, per process.
         progress: called with (finished, to do) at the start and after each image.
+        on_loaded: called with each model loaded in this process or a worker process (not on Ray).
         pipeline: an already-built `RelateAnything` that `spec` describes, used in this process
             instead of building one (only with a single device and no Ray).
 
@@ -144,10 +145,10 @@ def run_batch(
             outcomes = relate_on_ray(todo, spec, address=ray_address, cpu_actors=len(devices), **options)
         elif len(devices) == 1:
             if pipeline is None:
-                pipeline = spec.build(devices[0])
+                pipeline = spec.build(devices[0], on_loaded=on_loaded)
             outcomes = relate_items(pipeline, todo, **options)
         else:
-            outcomes = _relate_in_workers(todo, spec, devices, **options)
+            outcomes = _relate_in_workers(todo, spec, devices, on_loaded=on_loaded, **options)
         finished = 0
         if progress is not None:
             progress(finished, len(todo))
@@ -166,9 +167,25 @@ def run_batch(
     return summary
 
 
-def job_settings(spec: PipelineSpec, *, features: bool, output_format: str) -> dict[str, Any]:
-    """What OUT/job.json records: everything that shapes the graphs, weights as resolved."""
-    return asdict(spec.resolved()) | {"features": features, "format": output_format}
+def job_settings(
+    spec: PipelineSpec, *, features: bool, output_format: str, paths: Mapping[str, Path] | None = None
+) -> dict[str, Any]:
+    """What OUT/job.json records: everything that shapes the graphs.
+
+    Each model is recorded as `{"reference": ..., "fingerprint": "sha256:..."}`: the reference as
+    it was given or resolved (flag, environment variable or default alike) and the fingerprint
+    of the content it resolves to (`weights.fingerprint`), which is what `check_job_settings`
+    compares. So other weights are refused however they are given, and the same weights given
+    another way (a hub id or its cached folder, a relative or absolute path, a copy) are not.
+
+    Args:
+        paths: the models' weights on disk (`spec.check_weights()`, which is called if None).
+    """
+    paths = spec.check_weights() if paths is None else paths
+    recorded = asdict(spec.resolved())
+    for name, (reference, _) in spec.model_references().items():
+        recorded[name] = {"reference": reference, "fingerprint": weights.fingerprint(paths[name])}
+    return recorded | {"features": features, "format": output_format}
 
 
 # -- the output folder: one job, one writer ------------------------------------------------------
@@ -205,12 +222,39 @@ def check_job_settings(out_dir: Path, settings: dict[str, Any]) -> None:
         raise UsageError(
             f"{path} is damaged ({error}); remove it only if every shard was made with these settings"
         ) from error
-    changed = sorted(key for key in settings.keys() | recorded.keys() if settings.get(key) != recorded.get(key))
+    changed = sorted(
+        key for key in settings.keys() | recorded.keys() if not _same_setting(recorded.get(key), settings.get(key))
+    )
     if changed:
-        difference = "; ".join(f"{key}: {recorded.get(key)!r} before, {settings.get(key)!r} now" for key in changed)
+        difference = "; ".join(_difference(key, recorded.get(key), settings.get(key)) for key in changed)
         raise UsageError(
             f"{out_dir} holds a job with other settings ({difference}): use the same settings or another --out"
         )
+
+
+def _is_model(value: Any) -> bool:
+    return isinstance(value, dict) and "fingerprint" in value
+
+
+def _same_setting(before: Any, now: Any) -> bool:
+    """Whether a recorded setting and the current one make the same graphs: models by the
+    fingerprint of their weights (not by how they were named); everything else as it is."""
+    if _is_model(before) and _is_model(now):
+        return before["fingerprint"] == now["fingerprint"]
+    if isinstance(before, str) and _is_model(now):  # job.json of an older version: references only
+        return before == now["reference"]
+    return before == now
+
+
+def _difference(key: str, before: Any, now: Any) -> str:
+    if _is_model(before) and _is_model(now):
+        return (
+            f"{key}: other weights ({before['reference']!r}, {before['fingerprint'][:19]}... before; "
+            f"{now['reference']!r}, {now['fingerprint'][:19]}... now)"
+        )
+    if _is_model(now):
+        now = now["reference"]
+    return f"{key}: {before!r} before, {now!r} now"
 
 
 # -- one worker process per device ---------------------------------------------------------------
@@ -232,8 +276,10 @@ def _relate_in_workers(
     batch_size: int,
     features: bool,
     decode_threads: int,
+    on_loaded: Callable[[LoadedModel], None] | None = None,
 ) -> Iterator[Outcome]:
-    """Outcomes from one worker process per device; worker k relates items k, k + n, k + 2n, ..."""
+    """Outcomes from one worker process per device; worker k relates items k, k + n, k + 2n, ...
+    The workers' `LoadedModel`s go to `on_loaded`."""
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
     results = context.Queue(maxsize=4 * batch_size * len(devices))
     threads = max(1, (os.cpu_count() or 1) // len(devices))
@@ -269,6 +315,9 @@ def _relate_in_workers(
                 continue
             if isinstance(message, _WorkerDone):
                 running -= 1
+            elif isinstance(message, LoadedModel):
+                if on_loaded is not None:
+                    on_loaded(message)
             elif isinstance(message, _WorkerFailed):
                 raise message.error
             else:
@@ -305,7 +354,7 @@ def _worker(
         else:
             torch.set_num_threads(cpu_threads)  # workers share the cores instead of oversubscribing them
         quiet_loading()
-        pipeline = spec.build(device)
+        pipeline = spec.build(device, on_loaded=results.put)
         for outcome in relate_items(
             pipeline, items, batch_size=batch_size, features=features, decode_threads=decode_threads
         ):

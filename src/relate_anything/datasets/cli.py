@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from relate_anything.console import fail, stdout
+from relate_anything.console import EXIT_INPUTS, HelpCommand, epilog, fail, stdout
 from relate_anything.errors import RelateAnythingError
 
 app = typer.Typer(
@@ -20,10 +20,16 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help, readable at 80 columns (console.HelpCommand)
 )
 
 
-@app.command()
+@app.command(
+    cls=HelpCommand,
+    epilog=epilog(
+        "relate-anything data check /data/psg", "relate-anything data check psg.json --images-root /data/coco"
+    ),
+)
 def check(
     dataset: Annotated[
         Path,
@@ -38,7 +44,7 @@ def check(
         typer.Option(help="Folder pan_seg_file_name is relative to (default: the images root).", show_default=False),
     ] = None,
 ) -> None:
-    """List every problem of a PSG or PVSG dataset, one line per problem. Exit code 0: none; 1: some."""
+    """List every problem of a PSG or PVSG dataset, one line per problem (exit code 4 when there is any)."""
     from relate_anything.datasets.psg import check_records, psg_paths, read_psg_json
 
     if _is_pvsg(dataset):
@@ -57,10 +63,16 @@ def check(
     relations = sum(len(r["relations"]) for r in records if isinstance(r.get("relations"), list))
     stdout.print(f"{len(meta['data'])} images, {relations} relations, {len(problems)} problems", markup=False)
     if problems:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_INPUTS)
 
 
-@app.command()
+@app.command(
+    cls=HelpCommand,
+    epilog=epilog(
+        "relate-anything data synth --out synth/ --images 200 --seed 0",
+        "relate-anything data synth --out synth/ --photos tests/data/images",
+    ),
+)
 def synth(
     out: Annotated[Path, typer.Option(help="Folder to write psg.json, images/ and panoptic/ to.", show_default=False)],
     images: Annotated[int, typer.Option(min=1, help="Number of images (about 10% go to test_image_ids).")] = 20,

@@ -10,19 +10,17 @@ Two formats:
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
 from relate_anything.errors import CheckpointError
 from relate_anything.ram.config import RelationHeadConfig
-from relate_anything.state_dicts import listed, mismatches
+from relate_anything.state_dicts import listed, mismatches, read_torch_file
 
 if TYPE_CHECKING:
     from relate_anything.ram.head import RelationHead
@@ -50,22 +48,9 @@ def read(path: str | Path) -> tuple[dict[str, Tensor], RelationHeadConfig | None
 
 
 def _read_torch(path: Path) -> dict[str, Tensor]:
-    try:
-        # weights_only: tensors and plain containers only; a pickle that would import or call
-        # anything (os.system, a class) is rejected before it runs.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Weights only load failed" not in str(exc):
-            raise CheckpointError(f"{path} is not a PyTorch checkpoint or is damaged: {exc}") from exc
-        # torch's message suggests weights_only=False; we never do that, so name the culprit only.
-        culprit = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), "")
-        raise CheckpointError(
-            f"{path} holds Python objects other than tensors, and loading it could run code, so it is "
-            f"refused rather than unpickled. RAM's published ram_epoch12.pth is a plain state dict. {culprit}"
-        ) from exc
-    except Exception as exc:  # torch raises KeyError, RuntimeError, EOFError, ... on non-checkpoints
-        reason = f"{type(exc).__name__}: {exc}"
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint or is damaged ({reason})") from exc
+    # Weights-only unpickling: a pickle that would import or call anything (os.system, a class)
+    # is refused before it runs; RAM's published ram_epoch12.pth is a plain state dict.
+    obj = read_torch_file(path, what="RAM head checkpoint")
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} does not hold a state dict (names to tensors) but a {type(obj).__name__}")
     bad = next((k for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, Tensor))), None)

@@ -24,7 +24,7 @@ import torch
 from transformers import SamConfig, SamModel
 
 from relate_anything.errors import CheckpointError
-from relate_anything.state_dicts import load_pretrained_folder, mismatches
+from relate_anything.state_dicts import load_pretrained_folder, mismatches, read_torch_file
 
 __all__ = [
     "ORIGINAL_TWO_WAY_LAYER_NORM_EPS",
@@ -149,15 +149,15 @@ def _load_original_file(path: Path, config: SamConfig | None) -> SamModel:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` file or a ``torch.save``d dict (weights-only unpickling)."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             state_dict = load_file(str(path), device="cpu")
-        else:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling/format errors have many types; all mean "not a checkpoint"
-        raise CheckpointError(f"{path}: not a readable SAM checkpoint ({type(error).__name__}: {error})") from error
+        except Exception as error:  # format errors have several types; all mean "not a checkpoint"
+            raise CheckpointError(f"{path}: not a readable SAM checkpoint ({type(error).__name__}: {error})") from error
+    else:
+        state_dict = read_torch_file(path, what="SAM checkpoint")
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         found = type(state_dict).__name__
         raise CheckpointError(f"{path}: not a SAM checkpoint (expected a dict of tensors, got {found})")

@@ -519,7 +519,7 @@ class Segmenter:
         pred_iou_thresh and stability >= stability_score_thresh (both on full-resolution logits,
         like ``SamAutomaticMaskGenerator`` with one crop); box NMS at box_nms_thresh ranked by
         predicted IoU; drop near-duplicate masks (mask IoU >= duplicate_iou_thresh, larger kept);
-        drop masks smaller than min_mask_area pixels.
+        drop masks smaller than min_mask_area pixels, and empty ones always.
 
         Returns:
             `SegmentationResult` ordered by decreasing mask area, with point_coords. Asked again for
@@ -550,8 +550,10 @@ class Segmenter:
         else:
             keep = torch.sort(mask_areas(masks), descending=True, stable=True).indices
         masks, candidates = masks[keep], candidates[keep]
-        if settings.min_mask_area > 0:
-            large = mask_areas(masks) >= settings.min_mask_area
+        # At least one pixel, whatever min_mask_area says: an empty mask (a grid point whose
+        # logits are all at or below the threshold) is no segment, and would have a box of zeros.
+        large = mask_areas(masks) >= max(1, settings.min_mask_area)
+        if not bool(large.all()):
             masks, candidates = masks[large], candidates[large]
         return SegmentationResult(
             masks=masks,

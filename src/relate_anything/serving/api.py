@@ -2,12 +2,14 @@
 
 A thin shell over `RelateAnything`: the handler checks the upload (bytes, then pixels from the
 header, then the decoded image), parses the form fields (named like the CLI's flags), and hands a
-`Job` to the `InferenceWorker`, which owns the pipeline. Every problem a client can fix is a JSON
-`{"detail": ...}` with a 4xx status:
+`Job` to the `InferenceWorker`, which owns the pipeline. Every error is JSON of one shape,
+`{"detail": "what is wrong"}` with `detail` a string for a person to read (for a bad field it
+starts with the field's name), and a 4xx status for what the client can fix:
 
 - 413: upload over `max_upload_bytes`, or an image over `max_pixels` (checked before decoding);
 - 415: not an image; 400: an image that cannot be decoded (truncated, corrupt);
-- 422: a bad field (malformed or out-of-image point/box, thresholds out of range, ...);
+- 422: a bad field (malformed or out-of-image point/box, thresholds out of range, a field the
+  API does not have, ...);
 - 400: `vocab` on a server without a labeler;
 - 503 (with Retry-After): the queue is full; 504: the scene graph took longer than `timeout`.
 
@@ -19,16 +21,18 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -115,7 +119,12 @@ class Health(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    detail: Any
+    """Every error's body: one string, whatever the status."""
+
+    detail: str = Field(
+        description="What is wrong, for a person to read; for a bad form field it starts with the field's name "
+        '("top_k: Input should be less than or equal to 1000").'
+    )
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -183,6 +192,11 @@ def create_app(
         detail=f"upload too large: the limit is {max_upload_bytes} bytes ({max_upload_bytes / 2**20:.1f} MiB)",
     )
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own body is a list of error objects; every error here is one string.
+        return JSONResponse({"detail": _validation_message(error.errors())}, status_code=422)
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
         # A bug, not the client's fault: the details go to the log, the client gets JSON all the same.
@@ -209,12 +223,13 @@ def create_app(
             400: _error("Corrupt image, or vocab on a server without a labeler."),
             413: _error("Upload or image too large."),
             415: _error("Not an image."),
-            422: _error("A bad form field."),
+            422: _error("A bad form field: a value out of range or malformed, or a field the API does not have."),
             503: _error("The queue is full; retry after Retry-After seconds."),
             504: _error("The scene graph took longer than the server's timeout."),
         },
     )
     async def scene_graph(
+        request: Request,
         image: Annotated[UploadFile, File(description="The photo (JPEG, PNG, WebP, ...).")],
         top_k: Annotated[
             int | None, Form(ge=1, le=MAX_TOP_K, description="Relations to keep, best first (default: the server's).")
@@ -252,6 +267,7 @@ def create_app(
         features: Annotated[bool, Form(description="Include each segment's 256-d SAM feature.")] = False,
     ) -> Response:
         worker: InferenceWorker = app.state.worker
+        _refuse_unknown_fields(await request.form())
         parsed_point = _parse_numbers(point, 2, "point")
         parsed_box = _parse_numbers(box, 4, "box")
         vocabulary = _parse_vocabulary(vocab, has_labeler=worker.pipeline.labeler is not None)
@@ -321,6 +337,42 @@ async def _result(worker: InferenceWorker, job: Job, timeout: float):
 
 # ----------------------------------------------------------------------------------------------
 # Checking the request
+
+#: The form fields of POST /v1/scene-graph (the handler's parameters).
+FORM_FIELDS = (
+    "image",
+    "top_k",
+    "point",
+    "box",
+    "points_per_side",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "vocab",
+    "multimask",
+    "features",
+)
+
+
+def _refuse_unknown_fields(form) -> None:
+    """422 for a form field the API does not have ("topk" for "top_k"): silently ignoring it
+    would answer another question than the one asked."""
+    unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
+    if unknown:
+        hints = [difflib.get_close_matches(name, FORM_FIELDS, n=1) for name in unknown]
+        named = ", ".join(
+            f"{name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") for name, hint in zip(unknown, hints)
+        )
+        raise HTTPException(422, f"unknown form field {named}: the fields are {', '.join(FORM_FIELDS)}")
+
+
+def _validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
+    """FastAPI's validation errors as one line: "top_k: Input should be ...; image: Field required"."""
+    parts = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "header")]
+        message = str(error.get("msg", "invalid value"))
+        parts.append(f"{'.'.join(location)}: {message}" if location else message)
+    return "; ".join(parts) or "invalid request"
 
 
 def _decode_image(data: bytes, max_pixels: int) -> np.ndarray:

@@ -11,17 +11,20 @@ from typing import Annotated
 import typer
 
 from relate_anything.console import (
+    MAX_UPLOAD_MB,
     DeviceOption,
     DtypeOption,
     LabelerOption,
     LabelThresholdOption,
+    MaxUploadOption,
     RamOption,
     SamOption,
     VocabOption,
     handles_errors,
     optional_model,
+    print_loaded,
+    say,
     segment_settings_options,
-    stderr,
 )
 from relate_anything.errors import UsageError
 from relate_anything.image_io import MAX_PIXELS
@@ -31,7 +34,9 @@ from relate_anything.settings import SegmentSettings
 @segment_settings_options
 @handles_errors
 def serve_command(
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Address to listen on (0.0.0.0 for every interface).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     device: DeviceOption = "cpu",
     dtype: DtypeOption = "float32",
@@ -41,9 +46,7 @@ def serve_command(
     vocab: VocabOption = None,
     label_threshold: LabelThresholdOption = None,
     top_k: Annotated[int, typer.Option(min=1, help="Relations per image when a request does not say.")] = 20,
-    max_upload_mb: Annotated[
-        float, typer.Option(min=0.001, help="Largest image file accepted, in MiB (larger: HTTP 413).")
-    ] = 20.0,
+    max_upload_mb: MaxUploadOption = MAX_UPLOAD_MB,
     max_pixels: Annotated[
         int,
         typer.Option(min=1, help="Largest image accepted, width x height, checked before decoding (larger: HTTP 413)."),
@@ -79,16 +82,17 @@ def serve_command(
         vocabulary=vocab,
     ).resolved()
     spec.load_vocabulary()  # a bad vocabulary fails before any model loads
-    pipeline = spec.build(check_device(device))
+    device = check_device(device)
+    pipeline = spec.build(device, on_loaded=print_loaded)
     models = {"sam": spec.sam, "ram": spec.ram} | ({} if spec.labeler is None else {"labeler": spec.labeler})
     app = create_app(
         pipeline,
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_upload_bytes=int(max_upload_mb * 2**20),
         max_pixels=max_pixels,
         queue_size=queue_size,
         timeout=timeout,
         max_batch=max_batch,
         models=models,
     )
-    stderr.print(f"serving on http://{host}:{port} (API docs at /docs)")
+    say(f"serving on http://{host}:{port} (API docs at /docs); uploads up to {max_upload_mb:g} MiB")
     uvicorn.run(app, host=host, port=port, log_level="info")

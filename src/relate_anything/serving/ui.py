@@ -32,15 +32,19 @@ import numpy as np
 from relate_anything.errors import RelateAnythingError
 from relate_anything.image_io import load_image
 from relate_anything.pipeline import RelateAnything
+from relate_anything.samples import sample_photos
 from relate_anything.scene_graph import SceneGraph
-from relate_anything.visualize import graph_svg, segment_hex_colour
+from relate_anything.visualize import draw_point_marker, graph_svg, point_marker_mask, segment_hex_colour
 
-__all__ = ["PageResult", "SceneGraphDemo", "build_ui", "sample_photos"]
+__all__ = ["CSS", "PageResult", "SceneGraphDemo", "build_ui", "sample_photos"]
 
 # Photos whose embeddings stay cached: a visitor going back and forth between a few photos
 # never waits for the encoder twice (4 MiB each for ViT-H in float32).
 EMBEDDING_CACHE_SIZE = 8
 TRIPLET_HEADERS = ["rank", "subject", "predicate", "object", "score"]
+#: The clicked point's annotation in the result picture: black reads on every segment colour.
+CLICK_LABEL = "clicked point"
+CLICK_COLOUR = "#000000"
 
 
 @dataclass(frozen=True)
@@ -48,9 +52,10 @@ class PageResult:
     """Everything the page shows for one request.
 
     Attributes:
-        image: the photo, RGB uint8 [H, W, 3].
+        image: the photo, RGB uint8 [H, W, 3], with a marker where the visitor clicked (if so).
         graph: the scene graph.
-        annotations: (mask [H, W] bool, name) of the segments taking part in the shown relations.
+        annotations: (mask [H, W] bool, name) of the segments taking part in the shown relations,
+            then the clicked point's marker (CLICK_LABEL) if there was a click.
         colours: name -> "#rrggbb", the colours of those segments (the graph diagram's too).
         triplets: rows of TRIPLET_HEADERS, best first.
         svg: the graph as an SVG node-link diagram.
@@ -166,9 +171,9 @@ class SceneGraphDemo:
         status = f"{mode}: {len(graph.segments)} segments, {len(graph.relations)} relations in {seconds:.2f} s" + (
             " (photo already encoded)" if cached else ""
         )
-        return self._page(pixels, graph, json_path, status)
+        return self._page(pixels, graph, json_path, status, point=prompts.get("point"))
 
-    def _page(self, pixels: np.ndarray, graph: SceneGraph, json_path: Path, status: str) -> PageResult:
+    def _page(self, pixels: np.ndarray, graph: SceneGraph, json_path: Path, status: str, *, point=None) -> PageResult:
         shown = graph.relations[: self.max_relations_shown]
         involved = sorted({r.subject for r in shown} | {r.object for r in shown})
         masks = graph.masks()
@@ -180,17 +185,18 @@ class SceneGraphDemo:
             for rank, r in enumerate(graph.relations)
         ]
         svg = graph_svg(graph, max_relations=self.max_relations_shown)
-        return PageResult(pixels, graph, annotations, colours, triplets, svg, json_path, status)
+        # The clicked point is marked on the result's picture, never on the input (a changed
+        # input would be a new photo to encode at the next click): on the photo, and as the top
+        # annotation, since the page draws the masks nearly opaque over the photo.
+        shown_photo = pixels
+        if point is not None:
+            shown_photo = draw_point_marker(pixels, point)
+            annotations.append((point_marker_mask(graph.height, graph.width, point), CLICK_LABEL))
+            colours[CLICK_LABEL] = CLICK_COLOUR
+        return PageResult(shown_photo, graph, annotations, colours, triplets, svg, json_path, status)
 
 
-def sample_photos(folder: str | Path | None = None) -> list[Path]:
-    """Photos offered as samples: the package's own, then the JPEG/PNG files in `folder`."""
-    photos = sorted((Path(__file__).parent / "samples").glob("*.jpg"))
-    if folder is not None:
-        photos += sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
-    return photos
-
-
+#: The page's style sheet (Gradio takes it at launch: `page.launch(css=CSS)`).
 CSS = """
 #scene-graph svg { display: block; margin: auto; }
 #status { min-height: 1.5em; }
@@ -203,7 +209,9 @@ def build_ui(demo: SceneGraphDemo, *, samples: Sequence[Path] = (), top_k: int =
     def result_outputs(result: PageResult) -> tuple:
         picture = gr.AnnotatedImage(value=(result.image, result.annotations), color_map=result.colours)
         download = gr.DownloadButton(value=str(result.json_path), visible=True)
-        return picture, result.triplets, result.svg, download, result.status
+        # The diagram keeps inside its panel whatever the page's width (it scales down, never spills).
+        diagram = f'<div class="diagram" style="overflow: hidden; max-width: 100%">{result.svg}</div>'
+        return picture, result.triplets, diagram, download, result.status
 
     def guarded(action):
         """Run a page action; a problem the visitor can fix becomes a message, not a traceback."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Annotated
@@ -9,19 +10,22 @@ from typing import Annotated
 import typer
 
 from relate_anything.console import (
+    MAX_UPLOAD_MB,
     DetectorOption,
     DeviceOption,
     DtypeOption,
     LabelerOption,
     LabelThresholdOption,
+    MaxUploadOption,
     RamOption,
     SamOption,
     SeggptOption,
     VocabOption,
     handles_errors,
     optional_model,
+    print_loaded,
+    say,
     segment_settings_options,
-    stderr,
 )
 from relate_anything.errors import UsageError
 from relate_anything.settings import SegmentSettings
@@ -42,11 +46,19 @@ def ui_command(
     top_k: Annotated[int, typer.Option(min=1, max=100, help="Relations shown at first (the page has a slider).")] = 20,
     samples: Annotated[
         Path | None,
-        typer.Option(help="Folder of more sample photos to offer.", exists=True, file_okay=False, show_default=False),
+        typer.Option(
+            metavar="DIR",
+            help="Folder of more sample photos to offer.",
+            exists=True,
+            file_okay=False,
+            show_default=False,
+        ),
     ] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
-    max_file_mb: Annotated[float, typer.Option(help="Largest upload accepted, in MB.")] = 50.0,
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Address to listen on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 7860,
+    max_upload_mb: MaxUploadOption = MAX_UPLOAD_MB,
     settings: SegmentSettings = SegmentSettings(),
 ) -> None:
     """Serve the web UI: relate anything, relate me with anything (a click), find by text, segment by example."""
@@ -57,7 +69,7 @@ def ui_command(
         raise UsageError('the web UI needs Gradio: pip install "relate-anything[ui]"') from None
     from relate_anything.devices import check_device
     from relate_anything.pipeline import PipelineSpec
-    from relate_anything.serving.ui import EMBEDDING_CACHE_SIZE, SceneGraphDemo, build_ui, sample_photos
+    from relate_anything.serving.ui import CSS, EMBEDDING_CACHE_SIZE, SceneGraphDemo, build_ui, sample_photos
     from relate_anything.weights import DETECTOR_WEIGHTS, LABELER_WEIGHTS, SEGGPT_WEIGHTS
 
     spec = PipelineSpec(
@@ -73,17 +85,22 @@ def ui_command(
         seggpt=optional_model(SEGGPT_WEIGHTS, seggpt, wanted=seggpt is not None),
     )
     spec.load_vocabulary()  # a bad vocabulary fails before any model loads
-    pipeline = spec.build(check_device(device), embedding_cache_size=EMBEDDING_CACHE_SIZE)
+    device = check_device(device)
+    pipeline = spec.build(device, embedding_cache_size=EMBEDDING_CACHE_SIZE, on_loaded=print_loaded)
     page = build_ui(SceneGraphDemo(pipeline), samples=sample_photos(samples), top_k=top_k)
-    stderr.print(f"relate-anything UI on http://{host}:{port} (Ctrl+C to stop)")
+    say(f"relate-anything UI on http://{host}:{port}; uploads up to {max_upload_mb:g} MiB (Ctrl+C to stop)")
+    queued = page.queue(max_size=64)
+    # Gradio 6 takes the style sheet at launch (Gradio 5 took it in Blocks, which still works there).
+    style = {"css": CSS} if "css" in inspect.signature(queued.launch).parameters else {}
     try:
-        page.queue(max_size=64).launch(
+        queued.launch(
             server_name=host,
             server_port=port,
-            max_file_size=int(max_file_mb * 1_000_000),
+            max_file_size=int(max_upload_mb * 2**20),
             ssr_mode=False,
             show_error=True,
             quiet=True,
+            **style,
         )
     except OSError as error:  # the port is taken, or the address is not this machine's
         raise UsageError(f"cannot serve on {host}:{port}: {error}") from None

@@ -19,6 +19,7 @@ from relate_anything.console import (
     RamOption,
     SamOption,
     handles_errors,
+    print_loaded,
     progress_bar,
     progress_callback,
     segment_settings_options,
@@ -215,7 +216,7 @@ def distill_command(
     device = check_device(device)
     spec = PipelineSpec(sam=teacher_sam, ram=teacher_ram, dtype=dtype, settings=settings).resolved()
     student_name = STUDENT_WEIGHTS.reference(student_sam)
-    teacher = spec.build(device)
+    teacher = spec.build(device, on_loaded=print_loaded)
     student = load_student(student_name, device=device)
 
     def student_pipeline(head):

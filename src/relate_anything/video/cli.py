@@ -29,6 +29,7 @@ from relate_anything.console import (
     handles_errors,
     optional_model,
     parse_numbers,
+    print_loaded,
     progress_bar,
     report,
     segment_settings_options,
@@ -37,14 +38,6 @@ from relate_anything.console import (
 )
 from relate_anything.errors import InputFileError, PromptError, UsageError
 from relate_anything.settings import SegmentSettings
-
-#: Shown at the end of `relate-anything video --help`.
-VIDEO_EXAMPLES = (
-    "Examples: relate-anything video clip.mp4 --out graphs/ | "
-    "relate-anything video clip.mp4 --point 320,200 --frame 10 | "
-    "relate-anything video frames/ --fps 2 --tracker sam2 --device cuda | "
-    'relate-anything video clip.mp4 --vocab psg --find "the dog"'
-)
 
 
 @segment_settings_options
@@ -171,7 +164,7 @@ def video_command(
             report(error)
     if not readers:
         raise typer.Exit(code=EXIT_INPUTS)
-    pipeline = spec.build(device)
+    pipeline = spec.build(device, on_loaded=print_loaded)
     for warning in pipeline.warnings:
         warn(warning)
     out.mkdir(parents=True, exist_ok=True)
