@@ -60,6 +60,7 @@ def test_a_clip_is_a_job_whose_result_is_its_video_scene_graph(client, clip):
     "fields, status, message",
     [
         ({"tracker": "magic"}, 422, "tracker must be one of"),
+        ({"topk": 3}, 422, "unknown form field 'topk' (did you mean 'top_k'?)"),
         ({"start": 3, "end": 1}, 422, "before end"),
         ({"point": "500,1"}, 422, "outside the 96x64"),
         ({"tracker": "sam2"}, 202, None),  # accepted; the job fails: this server has no SAM 2
@@ -91,3 +92,13 @@ def test_limits_and_not_a_video(client, clip, tmp_path):
     long_clip = write_video(tmp_path / "long.mp4", [np.zeros((16, 16, 3), np.uint8)] * 200, fps=5)  # 40 s
     response = _post(client, long_clip)
     assert response.status_code == 413 and "over the limit of 30 s" in response.json()["detail"]
+
+
+def test_the_known_fields_are_the_handlers(client):
+    from relate_anything.serving.video_api import VIDEO_FORM_FIELDS
+
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/v1/video-scene-graph"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    properties = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]["properties"]
+    assert set(properties) == set(VIDEO_FORM_FIELDS)
+    assert "/v1/jobs/{job_id}" in schema["paths"]

@@ -353,16 +353,16 @@ FORM_FIELDS = (
 )
 
 
-def _refuse_unknown_fields(form) -> None:
-    """422 for a form field the API does not have ("topk" for "top_k"): silently ignoring it
+def _refuse_unknown_fields(form, fields: Sequence[str] = FORM_FIELDS) -> None:
+    """422 for a form field the route does not have ("topk" for "top_k"): silently ignoring it
     would answer another question than the one asked."""
-    unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
+    unknown = sorted(set(form.keys()) - set(fields))
     if unknown:
-        hints = [difflib.get_close_matches(name, FORM_FIELDS, n=1) for name in unknown]
+        hints = [difflib.get_close_matches(name, fields, n=1) for name in unknown]
         named = ", ".join(
             f"{name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") for name, hint in zip(unknown, hints)
         )
-        raise HTTPException(422, f"unknown form field {named}: the fields are {', '.join(FORM_FIELDS)}")
+        raise HTTPException(422, f"unknown form field {named}: the fields are {', '.join(fields)}")
 
 
 def _validation_message(errors: Sequence[Mapping[str, Any]]) -> str:

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -32,6 +32,23 @@ if TYPE_CHECKING:
 __all__ = ["JobStore", "add_video_routes"]
 
 _CHUNK = 1 << 20
+#: The form fields of POST /v1/video-scene-graph (the handler's parameters).
+VIDEO_FORM_FIELDS = (
+    "video",
+    "top_k",
+    "fps",
+    "max_frames",
+    "start",
+    "end",
+    "tracker",
+    "keyframe_every",
+    "point",
+    "box",
+    "frame",
+    "multimask",
+    "points_per_side",
+    "vocab",
+)
 
 
 class JobAccepted(BaseModel):
@@ -85,7 +102,14 @@ def add_video_routes(
     app: FastAPI, store: JobStore, *, max_video_bytes: int, max_video_seconds: float, max_pixels: int
 ) -> None:
     """Add the video routes to `app` (whose `state.worker` runs the jobs)."""
-    from relate_anything.serving.api import _error, _file_name, _parse_numbers, _parse_vocabulary, _submit
+    from relate_anything.serving.api import (
+        _error,
+        _file_name,
+        _parse_numbers,
+        _parse_vocabulary,
+        _refuse_unknown_fields,
+        _submit,
+    )
 
     @app.post(
         "/v1/video-scene-graph",
@@ -95,11 +119,12 @@ def add_video_routes(
         responses={
             413: _error("Upload, frame or clip over the server's limits."),
             415: _error("Not a video in a format this server reads."),
-            422: _error("A bad form field."),
+            422: _error("A bad form field: a value out of range or malformed, or a field the API does not have."),
             503: _error("The queue is full; retry after Retry-After seconds."),
         },
     )
     async def video_scene_graph(
+        http: Request,
         video: Annotated[UploadFile, File(description="The clip (MP4, MOV, WebM, AVI, MKV).")],
         top_k: Annotated[int, Form(ge=1, le=1000, description="Relations kept for the clip, best first.")] = 20,
         fps: Annotated[float, Form(ge=0.0, le=60.0, description="Frames sampled per second (0: every frame).")] = 5.0,
@@ -131,6 +156,7 @@ def add_video_routes(
         from relate_anything.video.tracking import TrackerSettings
 
         worker: InferenceWorker = app.state.worker
+        _refuse_unknown_fields(await http.form(), VIDEO_FORM_FIELDS)
         parsed_point, parsed_box = _parse_numbers(point, 2, "point"), _parse_numbers(box, 4, "box")
         vocabulary = _parse_vocabulary(vocab, has_labeler=worker.pipeline.labeler is not None)
         try:
