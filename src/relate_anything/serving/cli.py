@@ -56,9 +56,25 @@ def serve_command(
         float, typer.Option(min=0.001, help="Seconds a request may wait and run in all (longer: HTTP 504).")
     ] = 60.0,
     max_batch: Annotated[int, typer.Option(min=1, help="Most photos run through the image encoder together.")] = 8,
+    max_video_mb: Annotated[
+        float, typer.Option(min=0.001, help="Largest clip accepted, in MiB (2^20 bytes; larger: HTTP 413).")
+    ] = 200.0,
+    max_video_seconds: Annotated[
+        float,
+        typer.Option(min=0.001, help="Longest clip accepted, in seconds, read before decoding (longer: HTTP 413)."),
+    ] = 120.0,
+    sam2: Annotated[
+        str | None,
+        typer.Option(
+            help="SAM 2 video weights, for clips with tracker=sam2 (hub id or folder).",
+            show_default=False,
+            rich_help_panel="Models",
+        ),
+    ] = None,
     settings: SegmentSettings = SegmentSettings(),
 ) -> None:
-    """Serve scene graphs over HTTP: POST /v1/scene-graph, GET /healthz, OpenAPI at /docs."""
+    """Serve scene graphs over HTTP: POST /v1/scene-graph, POST /v1/video-scene-graph (jobs),
+    GET /healthz, OpenAPI at /docs."""
     try:
         import uvicorn
 
@@ -69,7 +85,7 @@ def serve_command(
         ) from None
     from relate_anything.devices import check_device
     from relate_anything.pipeline import PipelineSpec
-    from relate_anything.weights import LABELER_WEIGHTS
+    from relate_anything.weights import LABELER_WEIGHTS, SAM2_WEIGHTS
 
     spec = PipelineSpec(
         sam=sam,
@@ -80,6 +96,7 @@ def serve_command(
         labeler=optional_model(LABELER_WEIGHTS, labeler, wanted=labeler is not None or vocab is not None),
         label_threshold=label_threshold,
         vocabulary=vocab,
+        sam2=optional_model(SAM2_WEIGHTS, sam2, wanted=sam2 is not None),
     ).resolved()
     spec.load_vocabulary()  # a bad vocabulary fails before any model loads
     device = check_device(device)
@@ -93,6 +110,8 @@ def serve_command(
         timeout=timeout,
         max_batch=max_batch,
         models=models,
+        max_video_bytes=int(max_video_mb * 2**20),
+        max_video_seconds=max_video_seconds,
     )
     say(f"serving on http://{host}:{port} (API docs at /docs); uploads up to {max_upload_mb:g} MiB")
     uvicorn.run(app, host=host, port=port, log_level="info")
