@@ -304,3 +304,65 @@ async ([x, y]) => {
     return Array.from(context.getImageData(x, y, 1, 1).data.slice(0, 3));
 }
 """
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from relate_anything.datasets.synthetic_video import synthetic_video
+    from relate_anything.video.io import write_video
+
+    _, frames = synthetic_video(np.random.default_rng(2), frames=4, size=(96, 64))
+    return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", frames, fps=5, lossless=True)
+
+
+def test_the_video_tab_relates_a_clip(demo, clip):
+    import av
+
+    from relate_anything import VideoSceneGraph
+
+    result = demo.relate_video(str(clip), 5, fps=0)
+    graph = VideoSceneGraph.load(result.json_path)
+    assert graph.to_dict() == result.graph.to_dict() and graph.num_frames == 4
+    assert len(result.triplets) == len(graph.relations) <= 5
+    for row, relation in zip(result.triplets, graph.relations):
+        assert row[2] == relation.predicate and row[5] == ", ".join(f"{a}-{b}" for a, b in relation.intervals)
+    with av.open(str(result.video_path)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 4
+    assert result.timeline_path.stat().st_size > 0 and "4 frames" in result.status
+    with pytest.raises(RelateAnythingError, match="upload a clip"):
+        demo.relate_video(None, 5)
+    short = SceneGraphDemo(demo.pipeline, work_dir=demo.work_dir, max_video_seconds=0.1)
+    with pytest.raises(RelateAnythingError, match="up to 0.1 s"):
+        short.relate_video(str(clip), 5)
+
+
+@pytest.mark.slow
+def test_the_video_tab_in_a_real_browser(served_page, clip):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright")
+    if CHROMIUM is None:
+        pytest.skip("browser tests need Chromium (Debian: apt-get install chromium); .ci/run installs it")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(served_page, wait_until="networkidle")
+            page.get_by_role("tab", name="Video").click()
+            page.locator("#clip input[type=file]").set_input_files(str(clip))
+            page.wait_for_selector("#clip video", timeout=30_000)
+            page.click("#relate-video")
+            page.wait_for_function(
+                "document.querySelector('#video-status').innerText.includes('relate the clip:')", timeout=180_000
+            )
+            status = page.inner_text("#video-status")
+            assert "4 frames" in status
+            rows = page.eval_on_selector_all(
+                "#video-triplets [role=gridcell][data-col='0']", "cells => cells.map(cell => cell.innerText.trim())"
+            )
+            relations = int(status.split(" relations")[0].rsplit(" ", 1)[-1])
+            assert len(rows) == relations
+            page.wait_for_selector("#timeline img", timeout=30_000)
+            page.wait_for_selector("#video-result video", timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "ui-video.png"), full_page=True)
+        finally:
+            browser.close()

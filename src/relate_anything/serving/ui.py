@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,10 @@ from relate_anything.image_io import load_image
 from relate_anything.pipeline import RelateAnything
 from relate_anything.samples import sample_photos
 from relate_anything.scene_graph import SceneGraph
+from relate_anything.video_scene_graph import VideoSceneGraph
 from relate_anything.visualize import draw_point_marker, graph_svg, point_marker_mask, segment_hex_colour
 
-__all__ = ["CSS", "PageResult", "SceneGraphDemo", "build_ui", "sample_photos"]
+__all__ = ["CSS", "PageResult", "SceneGraphDemo", "VideoPageResult", "build_ui", "sample_photos"]
 
 # Photos whose embeddings stay cached: a visitor going back and forth between a few photos
 # never waits for the encoder twice (4 MiB each for ViT-H in float32).
@@ -82,13 +84,21 @@ class SceneGraphDemo:
         max_relations_shown: triplets drawn in the picture and the diagram (the table and the JSON
             keep all top-k).
         work_dir: where the JSON downloads are written (default: a new temporary folder).
+        max_video_seconds: longest clip the video tab takes (a clip takes the model for seconds
+            a frame on a CPU).
     """
 
     def __init__(
-        self, pipeline: RelateAnything, *, max_relations_shown: int = 20, work_dir: str | Path | None = None
+        self,
+        pipeline: RelateAnything,
+        *,
+        max_relations_shown: int = 20,
+        work_dir: str | Path | None = None,
+        max_video_seconds: float = 30.0,
     ) -> None:
         self.pipeline = pipeline
         self.max_relations_shown = max_relations_shown
+        self.max_video_seconds = max_video_seconds
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="relate-anything-ui-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -156,6 +166,45 @@ class SceneGraphDemo:
             examples=[(example, np.asarray(example_mask, dtype=bool))],
         )
 
+    def relate_video(self, clip: str | Path | None, top_k: int, *, fps: float = 5.0) -> VideoPageResult:
+        """A clip's tracks and relations over time (the `iou` tracker), with its annotated video,
+        timeline, relation table and JSON; clips longer than `max_video_seconds` are refused."""
+        from relate_anything.video.draw import draw_timeline, write_annotated_video
+        from relate_anything.video.io import SamplingSettings, open_video
+        from relate_anything.video.pipeline import VideoRequest
+
+        if clip is None:
+            raise RelateAnythingError("upload a clip first")
+        sampling = SamplingSettings(fps=fps or None)
+        reader = open_video(clip, settings=sampling)
+        if reader.duration is not None and reader.duration > self.max_video_seconds:
+            raise RelateAnythingError(
+                f"the clip lasts {reader.duration:.1f} s; this page takes clips of up to {self.max_video_seconds:g} s"
+            )
+        with self._lock:
+            started = time.perf_counter()
+            graph = self.pipeline.video(reader, VideoRequest(sampling=sampling, top_k=int(top_k)))
+            seconds = time.perf_counter() - started
+            self._requests += 1
+            stem = f"{Path(clip).stem}-{self._requests}"
+        json_path, video_path, timeline_path = (
+            self.work_dir / f"{stem}{suffix}" for suffix in (".json", ".mp4", ".png")
+        )
+        graph.save(json_path)
+        draw_timeline(graph).save(timeline_path)
+        frames = (frame.pixels for frame in open_video(clip, settings=sampling))
+        write_annotated_video(video_path, islice(frames, graph.num_frames), graph, fps=graph.video.sampled_fps or 5.0)
+        triplets = [
+            [rank + 1, graph.name(r.subject), r.predicate, graph.name(r.object), round(r.score, 3),
+             ", ".join(f"{a}-{b}" for a, b in r.intervals)]
+            for rank, r in enumerate(graph.relations)
+        ]  # fmt: skip
+        status = (
+            f"relate the clip: {graph.num_frames} frames, {len(graph.tracks)} tracks, {len(graph.relations)} relations "
+            f"in {seconds:.1f} s"
+        )
+        return VideoPageResult(graph, video_path, timeline_path, triplets, json_path, status)
+
     def _run(self, image: np.ndarray | None, top_k: int, *, file: str | None, mode: str, **prompts: Any) -> PageResult:
         if image is None:
             raise RelateAnythingError("upload a photo or pick a sample first")
@@ -194,6 +243,30 @@ class SceneGraphDemo:
             annotations.append((point_marker_mask(graph.height, graph.width, point), CLICK_LABEL))
             colours[CLICK_LABEL] = CLICK_COLOUR
         return PageResult(shown_photo, graph, annotations, colours, triplets, svg, json_path, status)
+
+
+@dataclass(frozen=True)
+class VideoPageResult:
+    """What the video tab shows for one clip.
+
+    Attributes:
+        graph: the clip's `VideoSceneGraph`.
+        video_path: the clip with its tracks and current relations drawn (H.264 MP4).
+        timeline_path: the top relations over time (PNG).
+        triplets: rows of VIDEO_TRIPLET_HEADERS, best first.
+        json_path: the graph's JSON, written for download.
+        status: one line on what was done and how long it took.
+    """
+
+    graph: VideoSceneGraph
+    video_path: Path
+    timeline_path: Path
+    triplets: list[list[Any]]
+    json_path: Path
+    status: str
+
+
+VIDEO_TRIPLET_HEADERS = ["rank", "subject", "predicate", "object", "score", "frames"]
 
 
 #: The page's style sheet (Gradio takes it at launch: `page.launch(css=CSS)`).
@@ -243,6 +316,12 @@ def build_ui(demo: SceneGraphDemo, *, samples: Sequence[Path] = (), top_k: int =
     def on_example(image, editor, k):
         example, mask = _painted_example(editor)
         return result_outputs(demo.by_example(image, example, mask, k))
+
+    @guarded
+    def on_video(clip, k, fps):
+        result = demo.relate_video(clip, k, fps=fps)
+        download = gr.DownloadButton(value=str(result.json_path), visible=True)
+        return str(result.video_path), str(result.timeline_path), result.triplets, download, result.status
 
     with gr.Blocks(title="relate-anything", analytics_enabled=False) as page:
         gr.Markdown(
@@ -295,6 +374,33 @@ def build_ui(demo: SceneGraphDemo, *, samples: Sequence[Path] = (), top_k: int =
         triplets = gr.Dataframe(
             headers=TRIPLET_HEADERS, label="Relations, best first", interactive=False, elem_id="triplets", wrap=True
         )
+        with gr.Tabs():
+            with gr.Tab("Video", id="video"):
+                gr.Markdown(
+                    f"Upload a short clip (up to {demo.max_video_seconds:g} s): every thing is tracked through it and "
+                    "the relations come with the frames where they hold."
+                )
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=1):
+                        clip = gr.Video(label="Clip", sources=["upload"], elem_id="clip")
+                        fps = gr.Slider(
+                            0, 10, value=5, step=1, label="Frames sampled per second (0: all)", elem_id="fps"
+                        )
+                        video_button = gr.Button("Relate the clip", variant="primary", elem_id="relate-video")
+                    with gr.Column(scale=1):
+                        video_status = gr.Markdown(elem_id="video-status")
+                        annotated = gr.Video(label="Tracks and relations", elem_id="video-result", interactive=False)
+                        timeline = gr.Image(label="Relations over time", elem_id="timeline", interactive=False)
+                        video_download = gr.DownloadButton(
+                            "Download the video scene graph (JSON)", visible=False, elem_id="video-download"
+                        )
+                video_triplets = gr.Dataframe(
+                    headers=VIDEO_TRIPLET_HEADERS,
+                    label="Relations over time, best first (frames: sampled-frame intervals)",
+                    interactive=False,
+                    elem_id="video-triplets",
+                    wrap=True,
+                )
         outputs = [picture, triplets, graph, download, status]
         # One model, one photo at a time: every action queues for the same slot.
         shared = {"concurrency_id": "model", "concurrency_limit": 1}
@@ -302,6 +408,8 @@ def build_ui(demo: SceneGraphDemo, *, samples: Sequence[Path] = (), top_k: int =
         photo.select(on_click, [photo, k, multimask], outputs, **shared)
         find_button.click(on_find, [photo, phrase, k], outputs, **shared)
         example_button.click(on_example, [photo, editor, k], outputs, **shared)
+        video_outputs = [annotated, timeline, video_triplets, video_download, video_status]
+        video_button.click(on_video, [clip, k, fps], video_outputs, **shared)
     return page
 
 

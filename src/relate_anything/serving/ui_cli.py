@@ -59,6 +59,9 @@ def ui_command(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 7860,
     max_upload_mb: MaxUploadOption = MAX_UPLOAD_MB,
+    max_video_seconds: Annotated[
+        float, typer.Option(min=0.001, help="Longest clip the video tab takes, in seconds.")
+    ] = 30.0,
     settings: SegmentSettings = SegmentSettings(),
 ) -> None:
     """Serve the web UI: relate anything, relate me with anything (a click), find by text, segment by example."""
@@ -87,7 +90,8 @@ def ui_command(
     spec.load_vocabulary()  # a bad vocabulary fails before any model loads
     device = check_device(device)
     pipeline = spec.build(device, embedding_cache_size=EMBEDDING_CACHE_SIZE, on_loaded=print_loaded)
-    page = build_ui(SceneGraphDemo(pipeline), samples=sample_photos(samples), top_k=top_k)
+    demo = SceneGraphDemo(pipeline, max_video_seconds=max_video_seconds)
+    page = build_ui(demo, samples=sample_photos(samples), top_k=top_k)
     say(f"relate-anything UI on http://{host}:{port}; uploads up to {max_upload_mb:g} MiB (Ctrl+C to stop)")
     queued = page.queue(max_size=64)
     # Gradio 6 takes the style sheet at launch (Gradio 5 took it in Blocks, which still works there).
