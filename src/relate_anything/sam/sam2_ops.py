@@ -25,6 +25,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -38,8 +39,9 @@ __all__ = [
     "upscale_logits",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ImageNet's mean and std (0-1 units, RGB), from transformers, as SAM 2 normalises.
+IMAGENET_MEAN = tuple(IMAGENET_DEFAULT_MEAN)
+IMAGENET_STD = tuple(IMAGENET_DEFAULT_STD)
 
 #: Logit magnitude of a binary mask turned into a mask prompt: SAM 2's own scale for masks used
 #: as outputs (``_use_mask_as_output``: 20 * mask - 10, i.e. sigmoid 1 - 4.5e-5 inside the mask).

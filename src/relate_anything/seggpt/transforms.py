@@ -19,14 +19,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from relate_anything.image_io import check_rgb
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "mask_probabilities", "preprocess_image", "preprocess_mask"]
 
-#: transformers' IMAGENET_DEFAULT_MEAN / IMAGENET_DEFAULT_STD (0-1 units, RGB), as the original.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ImageNet's mean and std (0-1 units, RGB), from transformers, as the original uses.
+IMAGENET_MEAN = tuple(IMAGENET_DEFAULT_MEAN)
+IMAGENET_STD = tuple(IMAGENET_DEFAULT_STD)
 
 
 def _normalise(resized: np.ndarray) -> np.ndarray:
