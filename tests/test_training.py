@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 from dataclasses import replace
@@ -398,7 +399,6 @@ class _WithGroundTruthMasks:
 @pytest.mark.slow
 def test_synth_collect_train_eval_end_to_end(tiny_sam, tmp_path):
     """data synth -> collect -> train -> predict (SGDet and PredCls) -> eval, with a tiny random SAM."""
-    import json
 
     from typer.testing import CliRunner
 
@@ -479,3 +479,23 @@ def test_train_command_reports_errors_without_traceback(tmp_path):
     assert "feature cache not found" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, ["train", str(tmp_path), "--loss", "hinge"])
     assert result.exit_code == 2 and "loss must be" in result.output
+
+
+def test_collect_command_says_what_it_loaded_and_collected(tmp_path, small_sam):
+    from typer.testing import CliRunner
+
+    from conftest import RANDOM_WEIGHT_FLAGS
+    from relate_anything.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "psg"), "--images", "2", "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "cache"
+    args = ["collect", str(tmp_path / "psg"), "--out", str(out), "--split", "all", "--sam", str(small_sam)]
+    result = runner.invoke(app, [*args, *RANDOM_WEIGHT_FLAGS])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("loaded SAM ") and f"({small_sam}) on cpu in" in result.output
+    assert "2 images collected (0 already cached" in result.output
+    assert sorted(FeatureCache(out).image_ids()) == sorted(
+        str(image["image_id"]) for image in json.loads((tmp_path / "psg" / "psg.json").read_text())["data"]
+    )

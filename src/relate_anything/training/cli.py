@@ -57,7 +57,7 @@ def collect_command(
 
     dataset = _psg_dataset(data, split)
     spec = PipelineSpec(sam=sam, dtype=dtype, settings=settings, points_per_batch=points_per_batch)
-    segmenter = spec.build_segmenter(check_device(device))
+    segmenter = spec.build_segmenter(check_device(device), on_loaded=print_loaded)
     feature_dtype = torch.float32 if float32 else torch.float16
     with progress_callback("collecting") as progress:
         stats = collect(dataset, segmenter, out, shard_size=shard_size, feature_dtype=feature_dtype, progress=progress)
@@ -80,9 +80,9 @@ def train_command(
     out: Annotated[
         Path, typer.Option(help="Folder for head.safetensors, head_ema.safetensors, train_state.pt, history.json.")
     ] = Path("runs/ram"),
-    epochs: Annotated[int, typer.Option(min=0)] = 12,
+    epochs: Annotated[int, typer.Option(min=0, help="Passes over the training cache (RAM: 12).")] = 12,
     lr: Annotated[float, typer.Option(help="AdamW learning rate (x0.1 at each milestone).")] = 1e-4,
-    weight_decay: Annotated[float, typer.Option()] = 0.05,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
     milestones: Annotated[str, typer.Option(help="Comma-separated epochs at which lr drops x0.1.")] = "6,10",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per step (per GPU).")] = 4,
     loss: Annotated[str, typer.Option(help="multi_label_ce (RAM's) or bce.")] = "multi_label_ce",
@@ -106,7 +106,7 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/train_state.pt if it exists.")] = False,
     amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = True,
     device: DeviceOption = "cpu",
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the weights' init, shuffling and dropout.")] = 0,
     num_workers: Annotated[int, typer.Option(min=0, help="DataLoader workers.")] = 0,
 ) -> None:
     """Train the RAM relation head on a feature cache (one GPU, or many with torchrun)."""
