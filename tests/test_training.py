@@ -499,3 +499,13 @@ def test_collect_command_says_what_it_loaded_and_collected(tmp_path, small_sam):
     assert sorted(FeatureCache(out).image_ids()) == sorted(
         str(image["image_id"]) for image in json.loads((tmp_path / "psg" / "psg.json").read_text())["data"]
     )
+
+
+def test_resume_refuses_a_state_file_that_would_run_code(tmp_path):
+    make_synthetic_feature_cache(tmp_path / "cache", images=4, seed=0)
+    (tmp_path / "run").mkdir()
+    torch.save({"model": os.getcwd}, tmp_path / "run" / "train_state.pt")  # unpickling imports os.getcwd
+    config = tiny_config(epochs=1, checkpoint_dir=tmp_path / "run", resume=True)
+    with pytest.raises(RelateAnythingError, match="refused rather than unpickled") as error:
+        train(tmp_path / "cache", None, config=config)
+    assert "weights_only" not in str(error.value) and "train_state.pt" in str(error.value)

@@ -53,6 +53,7 @@ from relate_anything.atomic import write_atomically
 from relate_anything.errors import RelateAnythingError, UsageError
 from relate_anything.ram import RelationHead, RelationHeadConfig
 from relate_anything.ram import checkpoint as ram_checkpoint
+from relate_anything.state_dicts import read_torch_file
 from relate_anything.training.cache import CachedImage, FeatureCache
 from relate_anything.training.losses import (
     LossName,
@@ -717,8 +718,9 @@ def _load_state(
     path: Path, head: RelationHead, optimizer: torch.optim.Optimizer, ema: _Ema | None, device: torch.device
 ) -> tuple[int, int, list[dict[str, float]]]:
     try:
-        # weights_only: tensors and plain containers; a file that would run code is refused.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # Tensors and plain containers only: a file that would run code is refused, with a
+        # message of ours (never PyTorch's advice to turn weights_only off).
+        state = read_torch_file(path, what="training state (train_state.pt)")
         ram_checkpoint.load_into(head, state["model"], path)
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
