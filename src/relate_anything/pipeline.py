@@ -39,7 +39,7 @@ from relate_anything.image_io import load_image
 from relate_anything.masks import mask_ious
 from relate_anything.prefetch import prefetched
 from relate_anything.ram import RelationHead, relate
-from relate_anything.sam import SegmentationResult, Segmenter, SegmentSettings, load_sam
+from relate_anything.sam import SegmentationResult, Segmenter, SegmentSettings, load_segmentation_model
 from relate_anything.sam.segmenter import PreparedImage
 from relate_anything.scene_graph import Relation, SceneGraph
 
@@ -57,7 +57,7 @@ class RelateAnything:
     """Segment everything, relate everything.
 
     Args:
-        segmenter: the SAM stage.
+        segmenter: the SAM stage (SAM, SAM-HQ or SAM 2's image model).
         relation_head: the RAM head that scores [56, N, N] predicate logits from mask features;
             its input width must be the segmenter's feature width.
         settings: the "segment everything" settings of calls that give none.
@@ -465,7 +465,8 @@ class PipelineSpec:
 
     Attributes:
         sam, ram: weights references as `weights.resolve` takes them (None: the environment
-            variable, else the default; `resolved()` fills them in).
+            variable, else the default; `resolved()` fills them in). `sam` may also be SAM-HQ or
+            SAM 2 weights, with a relation head distilled for them (`relate-anything distill`).
         dtype: SAM's precision: "float32", "bfloat16" or "float16" (or fp32/bf16/fp16).
         settings: the "segment everything" settings of calls that give none.
         top_k: relations kept per image when a call does not say.
@@ -478,7 +479,8 @@ class PipelineSpec:
             no example segmenter).
         sam2: SAM 2 video weights for the "sam2" video tracker (None: no SAM 2).
         points_per_batch: grid points decoded together (memory vs speed).
-        decoder: SAM's mask decoder: "fast" or "transformers" (the same outputs; see `Segmenter`).
+        decoder: SAM's mask decoder: "fast" or "transformers" (the same outputs; see `Segmenter`;
+            SAM-HQ and SAM 2 always use transformers').
     """
 
     sam: str | None = None
@@ -515,17 +517,21 @@ class PipelineSpec:
         return Vocabulary.parse(self.vocabulary)
 
     def build_segmenter(self, device: str, *, embedding_cache_size: int = 1) -> Segmenter:
-        """The SAM stage alone, on `device` (what `collect` needs)."""
+        """The segmentation stage alone, on `device` (what `collect` needs): SAM, SAM-HQ or SAM 2's
+        image model, chosen by the weights' config ``model_type`` (original segment-anything
+        checkpoint files are SAM), named by the `sam` reference."""
         from relate_anything.cpu_allocator import reuse_freed_memory
 
         reuse_freed_memory(device)  # on CPUs, fewer page faults: ~1.2x faster (see cpu_allocator)
-        sam_path = weights.resolve(weights.SAM_WEIGHTS.reference(self.sam), weights.SAM_WEIGHTS)
+        reference = weights.SAM_WEIGHTS.reference(self.sam)
+        sam_path = weights.resolve(reference, weights.SAM_WEIGHTS)
         return Segmenter(
-            load_sam(sam_path, device=device, dtype=parse_dtype(self.dtype)),
+            load_segmentation_model(sam_path, device=device, dtype=parse_dtype(self.dtype)),
             settings=self.settings,
             points_per_batch=self.points_per_batch,
             embedding_cache_size=embedding_cache_size,
             decoder=self.decoder,
+            name=reference,
         )
 
     def build(self, device: str, *, embedding_cache_size: int = 1) -> RelateAnything:
