@@ -51,17 +51,21 @@ def _prompts(segmenter: Segmenter, kind: str) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     if kind == "grid":  # segment everything's single points
         points = build_point_grid(GRID) * torch.tensor([width, height], dtype=torch.float64)
-        return segmenter._prompt_inputs(points[:, None], torch.ones(len(points), 1, dtype=torch.int), None)
+        return segmenter.backend.prompt_inputs(
+            points[:, None], torch.ones(len(points), 1, dtype=torch.int), None, segmenter.original_size
+        )
     if kind == "points":  # 4 prompts of 3 points, foreground and background
         points = torch.rand(4, 3, 2, generator=generator, dtype=torch.float64) * torch.tensor([width, height])
         labels = torch.tensor([[1, 0, 1], [1, 1, 1], [0, 1, 0], [1, 0, 0]])
-        return segmenter._prompt_inputs(points, labels, None)
+        return segmenter.backend.prompt_inputs(points, labels, None, segmenter.original_size)
     corners = torch.rand(3, 2, 2, generator=generator, dtype=torch.float64) * torch.tensor([width, height])
     boxes = torch.cat([corners.amin(1), corners.amax(1)], dim=1)
     if kind == "boxes":
-        return segmenter._prompt_inputs(None, None, boxes)
+        return segmenter.backend.prompt_inputs(None, None, boxes, segmenter.original_size)
     points = torch.tensor([[[400.0, 250.0]], [[100.0, 100.0]], [[600.0, 300.0]]], dtype=torch.float64)
-    return segmenter._prompt_inputs(points, torch.tensor([[1], [0], [1]]), boxes)  # boxes with points
+    return segmenter.backend.prompt_inputs(
+        points, torch.tensor([[1], [0], [1]]), boxes, segmenter.original_size
+    )  # boxes with points
 
 
 @pytest.mark.parametrize("kind", ["grid", "points", "boxes", "boxes_and_points"])
@@ -70,7 +74,7 @@ def test_fast_decoder_matches_transformers_forward(segmenter: Segmenter, kind: s
     inputs = _prompts(segmenter, kind)
     expected = _transformers_decode(segmenter, inputs, multimask)
     fast = FastMaskDecoder(segmenter.model, chunk_size=4)  # several chunks, the last one partial
-    got = fast(segmenter._embedding, segmenter._sparse_embeddings(inputs), multimask_output=multimask)
+    got = fast(segmenter._embedding, segmenter.backend.sparse_embeddings(inputs), multimask_output=multimask)
     for name, ours, theirs in zip(("low_res_logits", "iou_predictions", "mask_tokens"), got, expected):
         assert ours.shape == theirs.shape, name
         torch.testing.assert_close(ours, theirs, rtol=0, atol=TOLERANCE, msg=name)
@@ -78,7 +82,7 @@ def test_fast_decoder_matches_transformers_forward(segmenter: Segmenter, kind: s
 
 def test_chunk_sizes_do_not_change_the_result(segmenter: Segmenter) -> None:
     inputs = _prompts(segmenter, "grid")
-    sparse = segmenter._sparse_embeddings(inputs)
+    sparse = segmenter.backend.sparse_embeddings(inputs)
     whole = FastMaskDecoder(segmenter.model, chunk_size=64, upscale_chunk_size=64)(segmenter._embedding, sparse)
     pieces = FastMaskDecoder(segmenter.model, chunk_size=2, upscale_chunk_size=1)(segmenter._embedding, sparse)
     for ours, theirs in zip(pieces, whole):  # matrix products blocked differently: rounding only
@@ -90,7 +94,7 @@ def test_chunk_sizes_do_not_change_the_result(segmenter: Segmenter) -> None:
 
 def test_decode_above_equals_filtering_the_full_decode(segmenter: Segmenter) -> None:
     inputs = _prompts(segmenter, "grid")
-    sparse = segmenter._sparse_embeddings(inputs)
+    sparse = segmenter.backend.sparse_embeddings(inputs)
     fast = FastMaskDecoder(segmenter.model, chunk_size=8)
     logits, iou, tokens = fast(segmenter._embedding, sparse)
     shapes = []
@@ -129,10 +133,10 @@ def test_segment_everything_is_the_same_with_either_decoder(segmenter: Segmenter
 def test_bfloat16_fast_decoder_stays_close_to_float32(segmenter: Segmenter) -> None:
     """bf16 rounds every product to 8 mantissa bits: deviations are measured, not hidden."""
     inputs = _prompts(segmenter, "grid")
-    fp32 = FastMaskDecoder(segmenter.model)(segmenter._embedding, segmenter._sparse_embeddings(inputs))
+    fp32 = FastMaskDecoder(segmenter.model)(segmenter._embedding, segmenter.backend.sparse_embeddings(inputs))
     low = Segmenter(copy.deepcopy(segmenter.model).to(torch.bfloat16))
     low.set_embedding(replace(segmenter._image, embedding=segmenter._embedding.to(torch.bfloat16)))
-    bf16 = low._fast_decoder(low._embedding, low._sparse_embeddings(inputs))
+    bf16 = low.backend.fast_decoder(low._embedding, low.backend.sparse_embeddings(inputs))
     for name, ours, exact in zip(("low_res_logits", "iou_predictions", "mask_tokens"), bf16, fp32):
         assert ours.dtype == torch.bfloat16
         relative = float((ours.float() - exact).norm() / exact.norm())

@@ -40,7 +40,7 @@ from relate_anything.image_io import load_image
 from relate_anything.masks import mask_ious
 from relate_anything.prefetch import prefetched
 from relate_anything.ram import RelationHead, relate
-from relate_anything.sam import SegmentationResult, Segmenter, SegmentSettings, load_sam
+from relate_anything.sam import SegmentationResult, Segmenter, SegmentSettings, load_segmentation_model
 from relate_anything.sam.segmenter import PreparedImage
 from relate_anything.scene_graph import Relation, SceneGraph
 
@@ -58,7 +58,7 @@ class RelateAnything:
     """Segment everything, relate everything.
 
     Args:
-        segmenter: the SAM stage.
+        segmenter: the SAM stage (SAM, SAM-HQ or SAM 2's image model).
         relation_head: the RAM head that scores [56, N, N] predicate logits from mask features;
             its input width must be the segmenter's feature width.
         settings: the "segment everything" settings of calls that give none.
@@ -487,7 +487,8 @@ class PipelineSpec:
 
     Attributes:
         sam, ram: weights references as `weights.resolve` takes them (None: the environment
-            variable, else the default; `resolved()` fills them in).
+            variable, else the default; `resolved()` fills them in). `sam` may also be SAM-HQ or
+            SAM 2 weights, with a relation head distilled for them (`relate-anything distill`).
         dtype: SAM's precision: "float32", "bfloat16" or "float16" (or fp32/bf16/fp16).
         settings: the "segment everything" settings of calls that give none.
         top_k: relations kept per image when a call does not say.
@@ -500,7 +501,8 @@ class PipelineSpec:
             no example segmenter).
         sam2: SAM 2 video weights for the "sam2" video tracker (None: no SAM 2).
         points_per_batch: grid points decoded together (memory vs speed).
-        decoder: SAM's mask decoder: "fast" or "transformers" (the same outputs; see `Segmenter`).
+        decoder: SAM's mask decoder: "fast" or "transformers" (the same outputs; see `Segmenter`;
+            SAM-HQ and SAM 2 always use transformers').
     """
 
     sam: str | None = None
@@ -662,10 +664,11 @@ class PipelineSpec:
 
         reuse_freed_memory(device)  # on CPUs, fewer page faults: ~1.2x faster (see cpu_allocator)
         started = time.perf_counter()
-        model = load_sam(path, device=device, dtype=parse_dtype(self.dtype))
+        # SAM, SAM-HQ or SAM 2's image model, by the config's model_type (checkpoint files: SAM).
+        model = load_segmentation_model(path, device=device, dtype=parse_dtype(self.dtype))
+        reference = weights.SAM_WEIGHTS.reference(self.sam)
         if on_loaded is not None:
-            name = f"SAM {sam_variant(model.config)}" + ("" if self.dtype == "float32" else f" in {self.dtype}")
-            reference = weights.SAM_WEIGHTS.reference(self.sam)
+            name = segmenter_name(model) + ("" if self.dtype == "float32" else f" in {self.dtype}")
             on_loaded(LoadedModel(name, reference, str(device), time.perf_counter() - started))
         return Segmenter(
             model,
@@ -673,6 +676,7 @@ class PipelineSpec:
             points_per_batch=self.points_per_batch,
             embedding_cache_size=embedding_cache_size,
             decoder=self.decoder,
+            name=reference,
         )
 
 
@@ -694,6 +698,15 @@ class LoadedModel:
 
     def __str__(self) -> str:
         return f"loaded {self.name} ({self.reference}) on {self.device} in {self.seconds:.1f} s"
+
+
+def segmenter_name(model: Any) -> str:
+    """What a segmentation model is, for the loaded-model line: "SAM ViT-H", "SAM-HQ ViT-L",
+    "SAM 2" (by the config's model_type)."""
+    kind = getattr(model.config, "model_type", "sam")
+    if kind.startswith("sam2"):
+        return "SAM 2"
+    return ("SAM-HQ " if kind == "sam_hq" else "SAM ") + sam_variant(model.config)
 
 
 def sam_variant(config: Any) -> str:

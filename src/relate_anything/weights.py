@@ -66,7 +66,8 @@ SAM_WEIGHTS = WeightsKind(
     where_to_get=(
         "a transformers folder (config.json + model.safetensors) from https://huggingface.co/facebook/sam-vit-huge "
         "(or sam-vit-large / sam-vit-base), or an original checkpoint file sam_vit_h_4b8939.pth / "
-        "sam_vit_l_0b3195.pth / sam_vit_b_01ec64.pth from https://github.com/facebookresearch/segment-anything"
+        "sam_vit_l_0b3195.pth / sam_vit_b_01ec64.pth from https://github.com/facebookresearch/segment-anything; "
+        "or a SAM-HQ or SAM 2 transformers folder, with a relation head distilled for it (relate-anything distill)"
     ),
 )
 RAM_WEIGHTS = WeightsKind(

@@ -1,4 +1,4 @@
-"""The Segment Anything stage: load SAM into transformers' `SamModel`, segment, keep features.
+"""The Segment Anything stage: load SAM (or SAM-HQ, or SAM 2's image model), segment, keep features.
 
 >>> from relate_anything.sam import Segmenter
 >>> segmenter = Segmenter.from_pretrained("sam_vit_h_4b8939.pth", device="cuda")
@@ -8,6 +8,7 @@
 """
 
 from relate_anything.sam.checkpoint import load_sam
+from relate_anything.sam.loading import load_segmentation_model
 from relate_anything.sam.segmenter import DecoderOutput, SegmentationResult, Segmenter, capture_mask_tokens
 from relate_anything.settings import SegmentSettings, SettingsError
 
@@ -19,4 +20,5 @@ __all__ = [
     "SettingsError",
     "capture_mask_tokens",
     "load_sam",
+    "load_segmentation_model",
 ]

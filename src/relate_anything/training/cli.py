@@ -220,10 +220,9 @@ def distill_command(
     student = load_student(student_name, device=device)
 
     def student_pipeline(head):
-        model = getattr(student, "model", None)
-        if model is None or type(model).__name__ != "SamModel":
-            return None  # only SAM students segment everything with relate-anything's Segmenter
-        return RelateAnything(Segmenter(model, settings=settings), head.to(device), settings=settings)
+        # The student's own pipeline (SAM, SAM-HQ or SAM 2 segmenting everything), for its speed.
+        segmenter = Segmenter(student.model, settings=settings, name=student_name)
+        return RelateAnything(segmenter, head.to(device), settings=settings)
 
     with progress_bar() as bar:
         tasks = {}
