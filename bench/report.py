@@ -213,6 +213,43 @@ def _video_figure(row: dict, record: dict) -> str:
     return cell({key: value for key, value in row.items() if key != "what"})
 
 
+def _eval_video_set(row: dict, record: dict) -> str:
+    return (
+        f"{number(row['videos'])} videos x {number(row['frames'])} frames at {row['size']}, "
+        f"{number(row['relations'])} relations"
+    )
+
+
+def _wall_and_cpu(stage: str) -> Callable[[dict, dict], str]:
+    """ "wall / CPU" seconds of an in-process stage of bench/eval_video.py."""
+
+    def text(row: dict, record: dict) -> str:
+        wall, cpu = row.get(f"{stage}_s"), row.get(f"{stage}_cpu_s")
+        return "-" if wall is None and cpu is None else f"{number(wall)} / {number(cpu)}"
+
+    return text
+
+
+def _points(value: float) -> str:
+    """A signed difference in points, with a true minus sign ("+0.4", "−1.3")."""
+    return f"{100 * value:+.1f}".replace("-", "\u2212")
+
+
+def _distillation(key: str) -> Column:
+    """Figure `key` of bench/self_distillation.py: mean ± std over seeds in %, and for an arm
+    with distillation its paired difference from distill_weight 0 in points ± standard error."""
+
+    def text(row: dict, record: dict) -> str:
+        if row.get(key) is None:
+            return "-"
+        cell = f"{100 * row[key]:.1f} ± {100 * row[f'{key}_std']:.1f}"
+        if row.get("distill_weight"):
+            cell += f" ({_points(row[f'{key}_paired_diff'])} ± {100 * row[f'{key}_paired_diff_se']:.1f})"
+        return cell
+
+    return Column(key.replace("ambiguous_", "ambiguous "), text)
+
+
 TABLES: dict[str, list[Column]] = {
     "eval_speed": [
         field("what", "what"),
@@ -297,6 +334,23 @@ TABLES: dict[str, list[Column]] = {
         Column("growth per frame (MiB)", _growth),
     ],
     "video_io": [Column("what", _video_what), Column("figure", _video_figure)],
+    "eval_video": [
+        Column("set", _eval_video_set),
+        field("wall (s)", "eval_video_wall_s", decimals=1),
+        field("CPU, all threads (s)", "eval_video_cpu_s", decimals=1),
+        field("load average", "load_average_during_run", decimals=1),
+        Column("read predictions, wall / CPU (s)", _wall_and_cpu("read_predictions")),
+        Column("read ground truth, wall / CPU (s)", _wall_and_cpu("read_ground_truth")),
+        Column("scoring, wall / CPU (s)", _wall_and_cpu("score")),
+    ],
+    "self_distillation": [
+        field("loss", "loss"),
+        field("arm", "arm"),
+        field("seeds", "seeds"),
+        field("train images", "train_images"),
+        *map(_distillation, ("mR@20", "mR@50", "mR@100", "R@20", "R@50", "R@100")),
+        *map(_distillation, ("ambiguous_mR@20", "ambiguous_mR@50")),
+    ],
 }
 
 
