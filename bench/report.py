@@ -250,6 +250,35 @@ def _distillation(key: str) -> Column:
     return Column(key.replace("ambiguous_", "ambiguous "), text)
 
 
+def _model_and_dtype(row: dict, record: dict) -> str:
+    return f"{row['sam']}, {row['dtype']}" if row.get("dtype") else cell(row.get("sam"))
+
+
+def _clip(row: dict, record: dict) -> str:
+    return f"{number(row['frames'])} frames at {row['size']}"
+
+
+def _tracks(row: dict, record: dict) -> str:
+    """Mean tracks a frame (the most on one frame)."""
+    most = row.get("max_tracks")
+    return number(row["tracks_per_frame"]) + ("" if most is None else f" ({most})")
+
+
+def _percent(key: str) -> Callable[[dict, dict], str]:
+    def text(row: dict, record: dict) -> str:
+        return "-" if row.get(key) is None else f"{100 * row[key]:.0f}%"
+
+    return text
+
+
+def _peak_at(row: dict, record: dict) -> str:
+    return f"{number(row['peak_rss_first_mib'], decimals=0)} (frame {number(row['first_checkpoint_frame'])})"
+
+
+def _frame_and_masks(row: dict, record: dict) -> str:
+    return f"{number(row['frame_mib'])} / {number(row['dense_masks_mib'])}"
+
+
 TABLES: dict[str, list[Column]] = {
     "eval_speed": [
         field("what", "what"),
@@ -342,6 +371,60 @@ TABLES: dict[str, list[Column]] = {
         Column("read predictions, wall / CPU (s)", _wall_and_cpu("read_predictions")),
         Column("read ground truth, wall / CPU (s)", _wall_and_cpu("read_ground_truth")),
         Column("scoring, wall / CPU (s)", _wall_and_cpu("score")),
+    ],
+    "video": [
+        field("tracker", "tracker"),
+        Column("SAM, dtype", _model_and_dtype),
+        field("tracker's model", "tracker_model"),
+        Column("clip", _clip),
+        Column("grid", _grid),
+        Column("tracks a frame (most)", _tracks),
+        field("frames/s", "frames_per_s"),
+        field("decode (thread)", "decode_ms"),
+        field("wait", "wait_ms"),
+        field("encode", "encode_ms"),
+        field("tracking", "tracking_ms"),
+        field("of which propagate", "propagate_ms"),
+        field("of which keyframes", "keyframes_ms"),
+        field("RAM head", "ram_head_ms"),
+        field("intervals", "intervals_ms"),
+        field("RLE + graph", "rle_ms"),
+        field("other", "other_ms"),
+        Column("tracking share", _percent("tracking_share")),
+        field("overhead ratio", "overhead_ratio"),
+    ],
+    "video_memory": [
+        field("tracker", "tracker"),
+        Column("SAM, dtype", _model_and_dtype),
+        Column("clip", _clip),
+        field("tracks a frame", "tracks_per_frame"),
+        field("frames/s", "frames_per_s"),
+        field("RSS before (MiB)", "rss_before_mib", decimals=0),
+        Column("peak RSS early (MiB)", _peak_at),
+        field("peak RSS at the end (MiB)", "peak_rss_mib", decimals=0),
+        field("growth, MiB / 1,000 frames (2nd half)", "growth_mib_per_1000_frames", decimals=1),
+        field("accumulator (MiB)", "accumulator_mib", decimals=1),
+        field("RLE masks (MiB)", "rle_mib", decimals=1),
+        Column("a frame / its masks (MiB)", _frame_and_masks),
+        field("peak GPU (MiB)", "peak_gpu_mib", decimals=0),
+    ],
+    "distill_throughput": [
+        field("teacher", "teacher"),
+        field("student", "student"),
+        field("dtype", "dtype"),
+        field("image size", "image_size"),
+        Column("grid", _grid),
+        field("images", "images"),
+        field("masks/img", "masks_per_image"),
+        field("collect images/s", "collect_images_per_s"),
+        field("teacher ms/img", "teacher_ms"),
+        field("student ms/img", "student_ms"),
+        field("rest ms/img", "rest_ms"),
+        field("PSG 46k collect (h)", "psg_46k_collect_hours"),
+        field("epochs", "epochs"),
+        field("batch", "batch_size"),
+        field("train images/s", "train_images_per_s"),
+        field("PSG 46k epoch (h)", "psg_46k_epoch_hours"),
     ],
     "self_distillation": [
         field("loss", "loss"),
