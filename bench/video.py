@@ -7,7 +7,7 @@
         --sam2 facebook/sam2.1-hiera-tiny --bf16 --device cuda --trackers iou,sam2  # real weights
     python bench/video.py --what memory --random tiny --size 320,240 --frames 3000 --threads 1   # peak RSS
 
-(On this project's 2 shared cores, --threads 1 ran about 3 times faster than torch's 2 threads.)
+(On this project's 2 shared cores, --threads 1 ran 2-3 times faster than torch's 2 threads in short trials.)
 
 Each run goes through `RelateAnything.video_run` on a synthetic clip (`synthetic_video`, written
 with `write_video`, lossy H.264 at `--fps`, every frame sampled) exactly as a user's clip would:
