@@ -65,7 +65,8 @@ frame; keyframes_ms too) and keyframe_ms (ms a keyframe), tracking_share, overhe
 --what memory writes bench "video_memory": one row: tracker, sam, tracker_model, dtype, size,
 frames, fps, tracks_per_frame, tracks, seconds, frames_per_s, rss_before_mib (models loaded,
 after a warm-up run, before the clip), peak_rss_first_mib (at the first checkpoint,
-first_checkpoint_frame), peak_rss_mib (at the end), growth_mib_per_1000_frames (of the peak, over
+first_checkpoint_frame), peak_rss_frames_mib (through the last frame), peak_rss_mib (with the
+clip's graph built: `result()`), growth_mib_per_1000_frames (of the peak, over
 the second half), accumulator_mib, candidates and rle_mib (at the end), frame_mib and
 dense_masks_mib (one frame; one frame's masks at the mean track count), peak_gpu_mib (CUDA);
 details holds every checkpoint.
@@ -445,7 +446,8 @@ def measure_memory(pipeline, clip: Path, settings: SegmentSettings, tracker: str
         "rss_before_mib": rss_before / MIB,
         "peak_rss_first_mib": checkpoints[0]["peak_rss_mib"],
         "first_checkpoint_frame": checkpoints[0]["frame"],
-        "peak_rss_mib": peak.peak / MIB,
+        "peak_rss_frames_mib": checkpoints[-1]["peak_rss_mib"],  # through the last frame
+        "peak_rss_mib": peak.peak / MIB,  # with the clip's graph built (`result()`)
         "growth_mib_per_1000_frames": 1000 * growth,
         "accumulator_mib": checkpoints[-1]["accumulator_mib"],
         "candidates": checkpoints[-1]["candidates"],
