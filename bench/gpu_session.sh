@@ -17,8 +17,8 @@
 # training (issue 3: head training and feature collection), batch (issue 6: job vs pipeline),
 # stages (where the time of a ViT-H photo goes), video (issue 13: frames/s and stage times of the
 # iou and sam2 trackers with ViT-H bf16 on a 1080p clip, then peak RSS and GPU memory over a
-# 600-frame 1080p clip; ~4 min), distill (issue 15: collection and training images/s, ViT-H bf16
-# teacher, ViT-B student; ~2 min).
+# 600-frame 1080p clip; estimated ~6 min, a third of it drawing and encoding the clips), distill
+# (issue 15: collection and training images/s, ViT-H bf16 teacher, ViT-B student; est. ~2 min).
 # The machine reaches no hub, so these stages use random weights of the published sizes
 # (--random vit_h, --teacher vit_h --student vit_b); where the weights are at hand, the scripts
 # take them by reference instead: bench/video.py --sam facebook/sam-vit-huge --ram ram_epoch12.pth
@@ -120,10 +120,10 @@ for stage in "$@"; do
             ;;
         video)
             run video python3 bench/video.py --random vit_h --bf16 --device cuda --trackers iou,sam2 --size 1920,1080 \
-                --frames 60 --points-per-side 32 --masks 30
+                --frames 60 --loop 30 --points-per-side 32 --masks 30
             # A 10-minute clip at 5 fps is --frames 3000 (about 5 times as long).
             run video-memory python3 bench/video.py --what memory --random vit_h --bf16 --device cuda --trackers iou \
-                --size 1920,1080 --frames 600 --checkpoints 6
+                --size 1920,1080 --frames 600 --loop 30 --checkpoints 6
             ;;
         distill)
             run distill python3 bench/distill_throughput.py --teacher vit_h --student vit_b --bf16 --device cuda \
