@@ -37,14 +37,27 @@ import records  # noqa: E402
 from pipeline import ENCODERS as RANDOM_ENCODERS  # noqa: E402  (one table of SAM sizes)
 
 
-def random_sam(name: str, device: str, dtype: torch.dtype, image_size: int = 1024):
-    """A random SAM with the encoder `name`; a smaller `image_size` (e.g. 256) makes a cheap one."""
-    from transformers import SamModel
+def random_sam(name: str, device: str, dtype: torch.dtype, image_size: int = 1024, *, width: int = 256, seed: int = 0):
+    """A random SAM with the encoder `name`; a smaller `image_size` (e.g. 256) makes a cheap one.
+
+    `width` is the prompt encoder's and mask decoder's width (the published 256; 32 makes their
+    cost, which grows with the prompts and does not shrink with the encoder, small enough for
+    CPU runs of many frames); the mask tokens, the RAM head's input, are `width` wide.
+    """
+    from transformers import SamConfig, SamModel
 
     from sam_factory import sam_config  # the tests' SamConfig equal to segment-anything's builders
 
-    torch.manual_seed(0)
-    return SamModel(sam_config(RANDOM_ENCODERS[name], image_size)).to(device, dtype).eval()
+    config = sam_config(RANDOM_ENCODERS[name], image_size)
+    if width != 256:
+        vision = config.vision_config.to_dict() | {"output_channels": width, "num_pos_feats": width // 2}
+        prompt = config.prompt_encoder_config.to_dict() | {"hidden_size": width}
+        decoder = config.mask_decoder_config.to_dict() | {
+            "hidden_size": width, "num_attention_heads": 2, "mlp_dim": 4 * width, "iou_head_hidden_dim": width,
+        }  # fmt: skip
+        config = SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+    torch.manual_seed(seed)
+    return SamModel(config).to(device, dtype).eval()
 
 
 def main() -> None:

@@ -21,16 +21,20 @@ predictions, reading the ground truth (PNG decoding and RLE encoding), scoring.
     python bench/eval_video.py --videos 8 --frames 50
     python bench/eval_video.py --data /tmp/pvsg-bench    # generate once, time again later
 
-Writes bench/results/eval_video-<date>.json.
+The record (bench/records.py; `--json`, default bench/results/eval_video-<date>-<device>.json)
+has one figures row: videos, frames, size ("WxH"), tracks_per_video, relations,
+predicted_relations_per_video, eval_video_wall_s and eval_video_cpu_s (the command's),
+load_average_during_run (the 1-minute load average, mean of before and after the command), the
+in-process stages' wall and CPU seconds (read_predictions_s, read_predictions_cpu_s,
+read_ground_truth_s, read_ground_truth_cpu_s, score_s, score_cpu_s) and the recalls the command
+reported (R@K, mR@K, K = 20, 50, 100); details holds the timed command and numpy's version.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -42,8 +46,11 @@ import numpy as np
 from PIL import Image
 
 from relate_anything import pvsg
-from relate_anything.scene_graph import encode_label_map
+from relate_anything.masks import encode_label_map
 from relate_anything.video_scene_graph import Track, TrackFrame, VideoInfo, VideoRelation, VideoSceneGraph
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import records  # noqa: E402
 
 STUFF = ("sky", "wall", "grass", "floor")
 THINGS = 16
@@ -208,8 +215,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--data", type=Path, help="keep the generated set in this folder, reuse it when there")
+    records.add_json_option(parser)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -253,29 +260,24 @@ def main() -> None:
         parts = stages(pred_dir, root)
         print("  stages in-process: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
 
-    result = {
-        "script": "bench/eval_video.py",
-        "command": "python bench/eval_video.py " + " ".join(sys.argv[1:]),
-        "timed_command": "relate-anything eval-video PRED GT --split all --json report.json --no-per-predicate",
-        "date": datetime.date.today().isoformat(),
-        "device": f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "numpy": np.__version__,
+    figures = {
         "videos": args.videos,
         "frames": args.frames,
-        "size": [args.width, args.height],
+        "size": f"{args.width}x{args.height}",
         "tracks_per_video": 4 + THINGS,
         "relations": relations,
         "predicted_relations_per_video": ROWS,
         "eval_video_wall_s": round(wall, 2),
         "eval_video_cpu_s": round(cpu, 2),
         "load_average_during_run": round(load, 2),
-        "stages_in_process_s": {k: round(v, 2) for k, v in parts.items()},
-        "recall": report["recall"],
+        **{k: round(v, 2) for k, v in parts.items()},
+        **report["recall"],
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"eval_video-{result['date']}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    details = {
+        "timed_command": "relate-anything eval-video PRED GT --split all --json report.json --no-per-predicate",
+        "numpy": np.__version__,
+    }
+    records.save("eval_video", [figures], device="cpu", path=args.json, details=details)
 
 
 if __name__ == "__main__":

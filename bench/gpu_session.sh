@@ -15,7 +15,15 @@
 # Stages: tests (every test that needs CUDA), pipeline (issue 7: ViT-H, B and L, bf16/fp32, batch
 # 1 and 8, with Meta's reference in the same run), pipeline-h (ViT-H only, a shorter run),
 # training (issue 3: head training and feature collection), batch (issue 6: job vs pipeline),
-# stages (where the time of a ViT-H photo goes).
+# stages (where the time of a ViT-H photo goes), video (issue 13: frames/s and stage times of the
+# iou and sam2 trackers with ViT-H bf16 on a 1080p clip, then peak RSS and GPU memory over a
+# 600-frame 1080p clip; estimated ~6 min, a third of it drawing and encoding the clips), distill
+# (issue 15: collection and training images/s, ViT-H bf16 teacher, ViT-B student; est. ~2 min).
+# The machine reaches no hub, so these stages use random weights of the published sizes
+# (--random vit_h, --teacher vit_h --student vit_b); where the weights are at hand, the scripts
+# take them by reference instead: bench/video.py --sam facebook/sam-vit-huge --ram ram_epoch12.pth
+# --sam2 facebook/sam2.1-hiera-tiny, bench/distill_throughput.py --teacher-sam facebook/sam-vit-huge
+# --teacher-ram ram_epoch12.pth --student-sam facebook/sam-vit-base.
 #
 # What comes back: the machine returns at most 8 files from $OUT (2 folders down), so $OUT holds
 # three, rewritten after every stage so that a run cut short keeps the stages it finished:
@@ -26,7 +34,7 @@
 # Without $OUT (a run by hand) they go to ./gpu-results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-STAGES="tests pipeline pipeline-h training batch stages"
+STAGES="tests pipeline pipeline-h training batch stages video distill"
 for stage in "$@"; do  # before any work: a typo must not cost device time
     case " $STAGES " in
         *" $stage "*) ;;
@@ -109,6 +117,17 @@ for stage in "$@"; do
         stages)
             run stages python3 bench/pipeline_stages.py --variant vit_h --device cuda --dtype bf16 --points-per-side 32 \
                 --photos 3 --images-dir "$IMAGES"
+            ;;
+        video)
+            run video python3 bench/video.py --random vit_h --bf16 --device cuda --trackers iou,sam2 --size 1920,1080 \
+                --frames 60 --loop 30 --points-per-side 32 --masks 30
+            # A 10-minute clip at 5 fps is --frames 3000 (about 5 times as long).
+            run video-memory python3 bench/video.py --what memory --random vit_h --bf16 --device cuda --trackers iou \
+                --size 1920,1080 --frames 600 --loop 30 --checkpoints 6
+            ;;
+        distill)
+            run distill python3 bench/distill_throughput.py --teacher vit_h --student vit_b --bf16 --device cuda \
+                --images 64 --size 640,480 --epochs 3 --batch-size 16
             ;;
     esac
 done

@@ -213,6 +213,72 @@ def _video_figure(row: dict, record: dict) -> str:
     return cell({key: value for key, value in row.items() if key != "what"})
 
 
+def _eval_video_set(row: dict, record: dict) -> str:
+    return (
+        f"{number(row['videos'])} videos x {number(row['frames'])} frames at {row['size']}, "
+        f"{number(row['relations'])} relations"
+    )
+
+
+def _wall_and_cpu(stage: str) -> Callable[[dict, dict], str]:
+    """ "wall / CPU" seconds of an in-process stage of bench/eval_video.py."""
+
+    def text(row: dict, record: dict) -> str:
+        wall, cpu = row.get(f"{stage}_s"), row.get(f"{stage}_cpu_s")
+        return "-" if wall is None and cpu is None else f"{number(wall)} / {number(cpu)}"
+
+    return text
+
+
+def _points(value: float) -> str:
+    """A signed difference in points, with a true minus sign ("+0.4", "−1.3")."""
+    return f"{100 * value:+.1f}".replace("-", "\u2212")
+
+
+def _distillation(key: str) -> Column:
+    """Figure `key` of bench/self_distillation.py: mean ± std over seeds in %, and for an arm
+    with distillation its paired difference from distill_weight 0 in points ± standard error."""
+
+    def text(row: dict, record: dict) -> str:
+        if row.get(key) is None:
+            return "-"
+        cell = f"{100 * row[key]:.1f} ± {100 * row[f'{key}_std']:.1f}"
+        if row.get("distill_weight"):
+            cell += f" ({_points(row[f'{key}_paired_diff'])} ± {100 * row[f'{key}_paired_diff_se']:.1f})"
+        return cell
+
+    return Column(key.replace("ambiguous_", "ambiguous "), text)
+
+
+def _model_and_dtype(row: dict, record: dict) -> str:
+    return f"{row['sam']}, {row['dtype']}" if row.get("dtype") else cell(row.get("sam"))
+
+
+def _clip(row: dict, record: dict) -> str:
+    return f"{number(row['frames'])} frames at {row['size']}"
+
+
+def _tracks(row: dict, record: dict) -> str:
+    """Mean tracks a frame (the most on one frame)."""
+    most = row.get("max_tracks")
+    return number(row["tracks_per_frame"]) + ("" if most is None else f" ({most})")
+
+
+def _percent(key: str) -> Callable[[dict, dict], str]:
+    def text(row: dict, record: dict) -> str:
+        return "-" if row.get(key) is None else f"{100 * row[key]:.0f}%"
+
+    return text
+
+
+def _peak_at(row: dict, record: dict) -> str:
+    return f"{number(row['peak_rss_first_mib'], decimals=0)} (frame {number(row['first_checkpoint_frame'])})"
+
+
+def _frame_and_masks(row: dict, record: dict) -> str:
+    return f"{number(row['frame_mib'])} / {number(row['dense_masks_mib'])}"
+
+
 TABLES: dict[str, list[Column]] = {
     "eval_speed": [
         field("what", "what"),
@@ -297,6 +363,78 @@ TABLES: dict[str, list[Column]] = {
         Column("growth per frame (MiB)", _growth),
     ],
     "video_io": [Column("what", _video_what), Column("figure", _video_figure)],
+    "eval_video": [
+        Column("set", _eval_video_set),
+        field("wall (s)", "eval_video_wall_s", decimals=1),
+        field("CPU, all threads (s)", "eval_video_cpu_s", decimals=1),
+        field("load average", "load_average_during_run", decimals=1),
+        Column("read predictions, wall / CPU (s)", _wall_and_cpu("read_predictions")),
+        Column("read ground truth, wall / CPU (s)", _wall_and_cpu("read_ground_truth")),
+        Column("scoring, wall / CPU (s)", _wall_and_cpu("score")),
+    ],
+    "video": [
+        field("tracker", "tracker"),
+        Column("SAM, dtype", _model_and_dtype),
+        field("tracker's model", "tracker_model"),
+        Column("clip", _clip),
+        Column("grid", _grid),
+        Column("tracks a frame (most)", _tracks),
+        field("frames/s", "frames_per_s"),
+        field("decode (thread)", "decode_ms"),
+        field("wait", "wait_ms"),
+        field("encode", "encode_ms"),
+        field("tracking", "tracking_ms"),
+        field("of which propagate", "propagate_ms"),
+        field("of which keyframes", "keyframes_ms"),
+        field("RAM head", "ram_head_ms"),
+        field("intervals", "intervals_ms"),
+        field("RLE + graph", "rle_ms"),
+        field("other", "other_ms"),
+        Column("tracking share", _percent("tracking_share")),
+        field("overhead ratio", "overhead_ratio"),
+    ],
+    "video_memory": [
+        field("tracker", "tracker"),
+        Column("SAM, dtype", _model_and_dtype),
+        Column("clip", _clip),
+        field("tracks a frame", "tracks_per_frame"),
+        field("frames/s", "frames_per_s"),
+        field("RSS before (MiB)", "rss_before_mib", decimals=0),
+        Column("peak RSS early (MiB)", _peak_at),
+        field("peak RSS, last frame (MiB)", "peak_rss_frames_mib", decimals=0),
+        field("peak RSS with result() (MiB)", "peak_rss_mib", decimals=0),
+        field("growth, MiB / 1,000 frames (2nd half)", "growth_mib_per_1000_frames", decimals=1),
+        field("accumulator (MiB)", "accumulator_mib", decimals=1),
+        field("RLE masks (MiB)", "rle_mib", decimals=1),
+        Column("a frame / its masks (MiB)", _frame_and_masks),
+        field("peak GPU (MiB)", "peak_gpu_mib", decimals=0),
+    ],
+    "distill_throughput": [
+        field("teacher", "teacher"),
+        field("student", "student"),
+        field("dtype", "dtype"),
+        field("image size", "image_size"),
+        Column("grid", _grid),
+        field("images", "images"),
+        field("masks/img", "masks_per_image"),
+        field("collect images/s", "collect_images_per_s"),
+        field("teacher ms/img", "teacher_ms"),
+        field("student ms/img", "student_ms"),
+        field("rest ms/img", "rest_ms"),
+        field("PSG 46k collect (h)", "psg_46k_collect_hours"),
+        field("epochs", "epochs"),
+        field("batch", "batch_size"),
+        field("train images/s", "train_images_per_s"),
+        field("PSG 46k epoch (h)", "psg_46k_epoch_hours"),
+    ],
+    "self_distillation": [
+        field("loss", "loss"),
+        field("arm", "arm"),
+        field("seeds", "seeds"),
+        field("train images", "train_images"),
+        *map(_distillation, ("mR@20", "mR@50", "mR@100", "R@20", "R@50", "R@100")),
+        *map(_distillation, ("ambiguous_mR@20", "ambiguous_mR@50")),
+    ],
 }
 
 

@@ -26,18 +26,24 @@ present), and mR@K over the 6 ambiguous predicates alone, of the trained head (h
 and of its EMA (head_ema.safetensors); mean +- standard deviation over seeds, and each arm's
 paired difference from distill_weight 0 with its standard error.
 
-    python bench/self_distillation.py --seeds 5 --jobs 2 --out bench/results/self_distillation-DATE.json
-    python bench/self_distillation.py --loss bce --arms 0.25:1,0.5:1 --out ...   # the same with BCE
+    python bench/self_distillation.py --seeds 5 --jobs 2
+    python bench/self_distillation.py --loss bce --arms 0.25:1,0.5:1   # the same with BCE
+    python bench/self_distillation.py --seeds 2 --arms 0.25:1 --train-images 48 --val-images 24 --epochs 2  # smoke
+
+The record (bench/records.py; `--json`, default
+bench/results/self_distillation-<date>-<device>[-bce].json) has one figures row per arm, for the
+trained head: loss, arm, distill_weight, distill_temperature, seeds, train_images, and per figure F
+(R@K, mR@K, ambiguous_mR@K; fractions) F (the mean over seeds), F_std, and the paired difference
+from distill_weight 0: F_paired_diff (mean), F_paired_diff_std, F_paired_diff_se (standard error);
+details holds the settings, the same summary for the EMA heads (summary_ema_head), every run
+(runs) and the wall time.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import multiprocessing
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -51,6 +57,9 @@ from relate_anything.ram import RelationHeadConfig
 from relate_anything.training import FeatureCache, TrainConfig, make_synthetic_feature_cache, train
 from relate_anything.training.metrics import RECALL_KS, mean_predicate_recall, predicate_recall
 from relate_anything.training.trainer import evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import records  # noqa: E402
 
 # PSG predicate ids (psg_meta.json): (general, specific).
 AMBIGUOUS_PAIRS = ((3, 14), (21, 22), (0, 17))  # on/standing on, holding/carrying, over/flying over
@@ -163,12 +172,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--loss", default="multi_label_ce", choices=["multi_label_ce", "bce"])
     parser.add_argument("--jobs", type=int, default=2, help="training processes at once (one thread each)")
-    parser.add_argument("--out", help="write the results as JSON here")
+    records.add_json_option(parser)
     args = parser.parse_args()
 
     arms = [(0.0, 1.0)] + [tuple(float(x) for x in arm.split(":")) for arm in args.arms.split(",") if arm]
     started = time.perf_counter()
-    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tasks = []
         for seed in range(1, args.seeds + 1):
@@ -199,24 +207,33 @@ def main() -> None:
                     f"{head['ambiguous_mR@20']:.3f}  ({run['train_seconds']:.0f} s)",
                     flush=True,
                 )
-    report = {
-        "benchmark": "self_distillation",
-        "date": datetime.date.today().isoformat(),
-        "command": "python " + " ".join(sys.argv),
-        "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other work)",
-        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
-        "torch": torch.__version__,
+    summary_head = summarise(runs, arms, "head")
+    print(json.dumps(summary_head, indent=1))
+    settings = vars(args) | {"json": None if args.json is None else str(args.json)}
+    details = {
         "wall_seconds": time.perf_counter() - started,
-        "settings": vars(args) | {"ambiguous_pairs": AMBIGUOUS_PAIRS, "head": HEAD.to_dict()},
-        "summary_head": summarise(runs, arms, "head"),
+        "settings": settings | {"ambiguous_pairs": AMBIGUOUS_PAIRS, "head": HEAD.to_dict()},
         "summary_ema_head": summarise(runs, arms, "ema_head"),
         "runs": runs,
     }
-    print(json.dumps(report["summary_head"], indent=1))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "w") as handle:
-            json.dump(report, handle, indent=1)
+    common = {"loss": args.loss, "seeds": args.seeds, "train_images": args.train_images}
+    figures = [
+        figure_row(weight, temperature, summary_head[arm_name(weight, temperature)], common)
+        for weight, temperature in arms
+    ]
+    tag = None if args.loss == "multi_label_ce" else args.loss
+    records.save("self_distillation", figures, device="cpu", path=args.json, details=details, tag=tag)
+
+
+def figure_row(weight: float, temperature: float, entry: dict, common: dict) -> dict:
+    """One arm's flat figures row from its `summarise` entry (see the docstring for the names)."""
+    row = common | {"arm": arm_name(weight, temperature), "distill_weight": weight, "distill_temperature": temperature}
+    for key, stats in entry.items():
+        row[key] = stats["mean"]
+        row[f"{key}_std"] = stats["std"]
+        for name in ("mean", "std", "se"):
+            row[f"{key}_paired_diff" + ("" if name == "mean" else f"_{name}")] = stats[f"paired_diff_{name}"]
+    return row
 
 
 if __name__ == "__main__":

@@ -206,3 +206,13 @@ def test_records_have_the_required_fields(tmp_path: Path, monkeypatch) -> None:
 def test_records_refuse_rows_that_are_not_a_list() -> None:
     with pytest.raises(ValueError, match="figures"):
         records.make_record("unit_bench", {"images_per_s": 1.0}, device="cpu")  # type: ignore[arg-type]
+
+
+def test_self_distillation_cells_give_mean_std_and_the_paired_difference() -> None:
+    columns = {column.header: column for column in report.TABLES["self_distillation"]}
+    baseline = {"distill_weight": 0.0, "mR@20": 0.6497, "mR@20_std": 0.0202}
+    arm = {"distill_weight": 0.5, "mR@20": 0.6094, "mR@20_std": 0.0154,
+           "mR@20_paired_diff": -0.0403, "mR@20_paired_diff_se": 0.0041}  # fmt: skip
+    assert columns["mR@20"].text(baseline, {}) == "65.0 ± 2.0"
+    assert columns["mR@20"].text(arm, {}) == "60.9 ± 1.5 (\u22124.0 ± 0.4)"
+    assert columns["mR@50"].text(arm, {}) == "-"  # a figure the row does not have

@@ -245,3 +245,18 @@ def test_bad_shapes():
         relation_intervals(scores, visible, track_ids=[1, 1, 2])
     with pytest.raises(ValueError, match=r"scores must be \[T, P, N, N\]"):
         relation_intervals(scores[0], visible)
+
+
+def test_intervals_in_blocks_of_rows_equal_all_rows_at_once(monkeypatch):
+    # `result` bounds its temporaries by computing a few rows (triplets) at a time: the same
+    # triplets, intervals and float scores as one block of every row.
+    import relate_anything.video.intervals as intervals
+
+    scores, visible = _random_clip(np.random.default_rng(1))
+    settings = IntervalSettings(window=3, merge_gap=2, min_interval=2)
+    accumulator = _stream(scores, visible, settings)
+    whole = accumulator.result(top_k=None)
+    monkeypatch.setattr(intervals, "_BLOCK_CELLS", 3 * len(scores))  # blocks of 3 rows
+    assert accumulator.num_candidates > 20 and len(whole) > 10
+    assert accumulator.result(top_k=None) == whole
+    assert relation_intervals(scores, visible, settings=settings, top_k=None) == whole

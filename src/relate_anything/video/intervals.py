@@ -227,6 +227,9 @@ class IntervalAccumulator:
     candidates in `bench/video_io.py` (a dense [T, P, N, N] tensor: 1.6 GB), 120 MB at the
     default cap of 10 000 candidates (which only an untrained head reaches). There, `add` took 3.3 ms a
     frame and `result` 1.8 s on 2 CPU cores.
+    `result` computes the intervals of about a million candidate-frames at a time, so its
+    temporaries add ~70 MiB, not ~70 bytes per candidate and frame (bench/video.py measured a
+    2.2 GiB transient at the cap over 3000 frames before).
     """
 
     def __init__(self, *, settings: IntervalSettings = IntervalSettings(), num_frames: int | None = None) -> None:
@@ -405,10 +408,35 @@ def _intervals(
 
     Returns:
         [(row, intervals, score)] for the rows with at least one interval, by row.
+
+    Rows are independent, so they are taken `_BLOCK_CELLS // T` at a time: the temporaries
+    (float64 and int64 copies, ~70 bytes a row and frame) stay near 70 MiB however long the
+    clip (10 000 candidates over 3000 frames would otherwise need ~2.5 GiB at once).
     """
     count, frames = series.shape
     if count == 0 or frames == 0:
         return []
+    rows = max(1, _BLOCK_CELLS // frames)
+    if count <= rows:
+        return _block_intervals(series, visible, settings)
+    return [
+        (begin + row, intervals, score)
+        for begin in range(0, count, rows)
+        for row, intervals, score in _block_intervals(
+            series[begin : begin + rows], visible[begin : begin + rows], settings
+        )
+    ]
+
+
+# Candidate-frames whose intervals `_intervals` computes together (bounds its temporaries).
+_BLOCK_CELLS = 2**20
+
+
+def _block_intervals(
+    series: np.ndarray, visible: np.ndarray, settings: IntervalSettings
+) -> list[tuple[int, tuple[tuple[int, int], ...], float]]:
+    """`_intervals` of rows computed together (all of them at once)."""
+    frames = series.shape[1]
     raw = np.where(visible, series, 0).astype(np.float64)
     seen = visible.astype(np.float64)
     # Centred moving average over visible frames: sums of shifted copies (a handful of frames),
