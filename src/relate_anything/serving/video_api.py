@@ -198,7 +198,10 @@ def add_video_routes(
         response_model=JobStatus,
         response_model_exclude_none=True,
         summary="A video job's status, and its VideoSceneGraph when done",
-        responses={404: _error("No such job (or it is long gone).")},
+        responses={
+            404: _error("No such job (or it is long gone)."),
+            422: _error("A malformed request."),
+        },
     )
     def job_status(job_id: str) -> JobStatus:
         job = store.get(job_id)
