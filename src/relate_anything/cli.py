@@ -264,11 +264,10 @@ def run(
     on the first run and cached; --sam and --ram take local files instead.
     """
     from relate_anything.devices import check_device
-    from relate_anything.pipeline import PipelineSpec
     from relate_anything.samples import sample_photo
     from relate_anything.weights import DETECTOR_WEIGHTS, LABELER_WEIGHTS, SEGGPT_WEIGHTS
 
-    # Every flag is checked here, before any weights are looked for or loaded.
+    # Every flag is checked here, before any weights are looked for or loaded (or transformers imported).
     images = list(images or []) + ([sample_photo()] if sample else [])
     if not images:
         raise UsageError("give the photos to relate (IMAGE...), or --sample for the sample photo")
@@ -288,6 +287,8 @@ def run(
         top_k=top_k,
         features=features,
     )
+    from relate_anything.pipeline_spec import PipelineSpec
+
     naming = labeler is not None or vocab is not None or find is not None or subject is not None or object_ is not None
     spec = PipelineSpec(
         sam=sam,

@@ -93,7 +93,7 @@ def say(message: str) -> None:
 
 
 def print_loaded(model: Any) -> None:
-    """Print a `pipeline.LoadedModel` as one line: "loaded SAM ViT-H (facebook/sam-vit-huge) on cuda in 4.1 s"."""
+    """Print a `pipeline_spec.LoadedModel` as one line: "loaded SAM ViT-H (facebook/sam-vit-huge) on cuda in 4.1 s"."""
     say(str(model))
 
 

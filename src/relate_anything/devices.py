@@ -29,9 +29,11 @@ def check_device(device: str) -> str:
     Raises:
         UsageError: an unknown device name, or one this machine does not have.
     """
+    name = str(device).strip().lower()
+    if name == "cpu":
+        return name  # every machine has one; torch need not load yet (the commands' errors come sooner)
     import torch
 
-    name = str(device).strip().lower()
     try:
         parsed = torch.device(name)
     except (RuntimeError, ValueError):

@@ -2,7 +2,7 @@
 exactly-once, on one device, one worker process per GPU, or a Ray cluster.
 
     >>> from relate_anything.batch import list_inputs, read_scene_graphs, run_batch
-    >>> from relate_anything.pipeline import PipelineSpec
+    >>> from relate_anything.pipeline_spec import PipelineSpec
     >>> summary = run_batch(list_inputs("photos/"), "graphs/", PipelineSpec(), devices=["cuda:0", "cuda:1"])
     >>> graphs = list(read_scene_graphs("graphs/"))
 

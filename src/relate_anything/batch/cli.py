@@ -104,7 +104,7 @@ def batch_command(
 ) -> None:
     """Relate every image of INPUT into sharded scene graphs in OUT: resumable, exactly once."""
     from relate_anything.batch import list_inputs, run_batch
-    from relate_anything.pipeline import PipelineSpec
+    from relate_anything.pipeline_spec import PipelineSpec
 
     if output_format not in ("jsonl", "parquet"):
         raise UsageError(f"--format must be jsonl or parquet, got {output_format!r}")

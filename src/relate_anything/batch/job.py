@@ -38,7 +38,7 @@ from relate_anything.batch.inputs import InputItem
 from relate_anything.batch.relate import Outcome, relate_items
 from relate_anything.batch.shards import ErrorLog, ShardWriter, finished_files, read_errors
 from relate_anything.errors import RelateAnythingError, UsageError
-from relate_anything.pipeline import LoadedModel, PipelineSpec
+from relate_anything.pipeline_spec import LoadedModel, PipelineSpec
 from relate_anything.weights import quiet_loading
 
 __all__ = ["BatchSummary", "ProgressCallback", "run_batch"]

@@ -23,7 +23,7 @@ from relate_anything.errors import RelateAnythingError
 from relate_anything.weights import quiet_loading
 
 if TYPE_CHECKING:
-    from relate_anything.pipeline import PipelineSpec
+    from relate_anything.pipeline_spec import PipelineSpec
 
 __all__ = ["relate_on_ray"]
 

@@ -75,16 +75,15 @@ def serve_command(
 ) -> None:
     """Serve scene graphs over HTTP: POST /v1/scene-graph, POST /v1/video-scene-graph (jobs),
     GET /healthz, OpenAPI at /docs."""
-    try:
-        import uvicorn
+    from importlib.util import find_spec
 
-        from relate_anything.serving.api import create_app
-    except ImportError as error:
-        raise UsageError(
-            f"serving needs the serve extra ({error.name} is missing): pip install 'relate-anything[serve]'"
-        ) from None
+    for package in ("fastapi", "uvicorn", "multipart"):  # found, not imported: errors come first
+        if find_spec(package) is None:
+            raise UsageError(
+                f"serving needs the serve extra ({package} is missing): pip install 'relate-anything[serve]'"
+            )
     from relate_anything.devices import check_device
-    from relate_anything.pipeline import PipelineSpec
+    from relate_anything.pipeline_spec import PipelineSpec
     from relate_anything.weights import LABELER_WEIGHTS, SAM2_WEIGHTS
 
     spec = PipelineSpec(
@@ -100,6 +99,11 @@ def serve_command(
     ).resolved()
     spec.load_vocabulary()  # a bad vocabulary fails before any model loads
     device = check_device(device)
+    spec.check_weights()  # every missing weight named before the server's libraries load
+    import uvicorn
+
+    from relate_anything.serving.api import create_app
+
     pipeline = spec.build(device, on_loaded=print_loaded)
     models = {"sam": spec.sam, "ram": spec.ram} | ({} if spec.labeler is None else {"labeler": spec.labeler})
     app = create_app(

@@ -66,13 +66,12 @@ def ui_command(
 ) -> None:
     """Serve the web UI: relate anything, relate me with anything (a click), find by text, segment by example."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise UsageError('the web UI needs Gradio: pip install "relate-anything[ui]"') from None
+    from importlib.util import find_spec
+
+    if find_spec("gradio") is None:  # found, not imported (seconds): errors come first
+        raise UsageError('the web UI needs Gradio: pip install "relate-anything[ui]"')
     from relate_anything.devices import check_device
-    from relate_anything.pipeline import PipelineSpec
-    from relate_anything.serving.ui import CSS, EMBEDDING_CACHE_SIZE, SceneGraphDemo, build_ui, sample_photos
+    from relate_anything.pipeline_spec import PipelineSpec
     from relate_anything.weights import DETECTOR_WEIGHTS, LABELER_WEIGHTS, SEGGPT_WEIGHTS
 
     spec = PipelineSpec(
@@ -89,6 +88,9 @@ def ui_command(
     )
     spec.load_vocabulary()  # a bad vocabulary fails before any model loads
     device = check_device(device)
+    spec.check_weights()  # every missing weight named before Gradio loads
+    from relate_anything.serving.ui import CSS, EMBEDDING_CACHE_SIZE, SceneGraphDemo, build_ui, sample_photos
+
     pipeline = spec.build(device, embedding_cache_size=EMBEDDING_CACHE_SIZE, on_loaded=print_loaded)
     demo = SceneGraphDemo(pipeline, max_video_seconds=max_video_seconds)
     page = build_ui(demo, samples=sample_photos(samples), top_k=top_k)

@@ -52,7 +52,7 @@ def collect_command(
     import torch
 
     from relate_anything.devices import check_device
-    from relate_anything.pipeline import PipelineSpec
+    from relate_anything.pipeline_spec import PipelineSpec
     from relate_anything.training.collection import collect
 
     dataset = _psg_dataset(data, split)

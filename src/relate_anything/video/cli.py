@@ -117,7 +117,7 @@ def video_command(
 ) -> None:
     """Track every thing and stuff through each INPUT and relate the tracks over time."""
     from relate_anything.devices import check_device
-    from relate_anything.pipeline import PipelineSpec
+    from relate_anything.pipeline_spec import PipelineSpec
     from relate_anything.video.intervals import IntervalSettings
     from relate_anything.video.io import SamplingSettings, open_video
     from relate_anything.video.pipeline import VideoRequest
