@@ -56,6 +56,7 @@ def test_run_with_point_and_features(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth):
     assert all(len(s["feature"]) == 256 for s in data["segments"])
 
 
+@pytest.mark.slow
 def test_run_in_bfloat16(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, monkeypatch):
     import torch
 
@@ -183,35 +184,26 @@ def test_every_missing_weight_is_named_within_seconds_offline(tmp_path, dog_jpg,
 def test_wrong_checkpoint_file_is_named(tmp_path, dog_jpg, tiny_sam):
     not_a_head = tmp_path / "ram_epoch12.pth"
     not_a_head.write_text("these are not weights")
-    done = _cli(
-        "run", str(dog_jpg), "--out", str(tmp_path), "--sam", str(tiny_sam.original_pth), "--ram", str(not_a_head)
-    )
-    assert done.returncode == 3 and "Traceback" not in done.stderr
-    assert "ram_epoch12.pth" in done.stderr and "weights_only" not in done.stderr
+    sam = str(tiny_sam.original_pth)
+    result = runner.invoke(app, ["run", str(dog_jpg), "--out", str(tmp_path), "--sam", sam, "--ram", str(not_a_head)])
+    assert result.exit_code == 3 and "Traceback" not in result.output, result.output
+    assert "ram_epoch12.pth" in result.output and "weights_only" not in result.output
 
 
 def test_sam_file_given_as_ram_head_is_reported(tmp_path, dog_jpg, tiny_sam):
-    done = _cli(
-        "run",
-        str(dog_jpg),
-        "--out",
-        str(tmp_path),
-        "--sam",
-        str(tiny_sam.original_pth),
-        "--ram",
-        str(tiny_sam.original_pth),
-    )
-    assert done.returncode == 3 and "Traceback" not in done.stderr
-    assert "sam_original.pth" in done.stderr and "image_encoder" in done.stderr
+    sam = str(tiny_sam.original_pth)
+    result = runner.invoke(app, ["run", str(dog_jpg), "--out", str(tmp_path), "--sam", sam, "--ram", sam])
+    assert result.exit_code == 3 and "Traceback" not in result.output, result.output
+    assert "sam_original.pth" in result.output and "image_encoder" in result.output
 
 
-def test_cuda_requested_without_cuda(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth):
+def test_cuda_requested_without_cuda(dog_jpg, tiny_sam):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    done = _cli("run", str(dog_jpg), "--device", "cuda", "--sam", str(tiny_sam.folder), "--ram", str(tiny_ram_pth))
-    assert done.returncode == 2 and "CUDA is not available" in done.stderr and "Traceback" not in done.stderr
+    result = runner.invoke(app, ["run", str(dog_jpg), "--device", "cuda", "--sam", str(tiny_sam.folder)])
+    assert result.exit_code == 2 and "CUDA is not available" in result.output and "Traceback" not in result.output
 
 
 def test_an_unknown_device_is_a_usage_error_before_any_weights(tmp_path, dog_jpg):

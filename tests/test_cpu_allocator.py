@@ -42,6 +42,7 @@ def _probe(mode: str, device: str = "cpu", **env: str) -> tuple[str, int]:
 
 
 @glibc
+@pytest.mark.slow
 def test_freed_memory_stays_in_the_process():
     applied, kept = _probe("default")
     assert applied == "False" and kept < 8  # glibc gives a 64 MiB block back to the kernel at once

@@ -130,6 +130,7 @@ def test_segment_everything_is_the_same_with_either_decoder(segmenter: Segmenter
     assert int((fast.masks != slow.masks).sum()) <= 3
 
 
+@pytest.mark.slow
 def test_bfloat16_fast_decoder_stays_close_to_float32(segmenter: Segmenter) -> None:
     """bf16 rounds every product to 8 mantissa bits: deviations are measured, not hidden."""
     inputs = _prompts(segmenter, "grid")

@@ -156,6 +156,7 @@ def test_cli_psg_vocabulary_sets_category_ids(tmp_path, dog_jpg, tiny_sam, tiny_
     assert named and all(s["label"] == psg_readable_name(categories()[s["category_id"]]) for s in named)
 
 
+@pytest.mark.slow
 def test_cli_example(tmp_path, dog_jpg, tiny_sam, tiny_ram_pth, tiny_seggpt_folder):
     mask = np.zeros((427, 640), dtype=np.uint8)
     mask[100:300, 200:500] = 255

@@ -354,6 +354,7 @@ def _ddp_worker(rank: int, world: int, port: int, train_dir: Path, out: Path) ->
     torch.save(result.head.state_dict(), out / f"rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(synthetic_caches, tmp_path):
     train_dir, _ = synthetic_caches
     with socket.socket() as s:

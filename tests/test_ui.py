@@ -142,6 +142,7 @@ def test_find_by_text_with_a_labeler(pipeline, tiny_clip_folder, dog, tmp_path):
     assert all(name.split(" #")[0] in {"dog", "bowl", "floor"} for _, name in result.annotations)
 
 
+@pytest.mark.slow
 def test_segment_by_example_with_seggpt(pipeline, tiny_seggpt_folder, dog, tmp_path):
     from relate_anything.seggpt import ExampleSegmenter
 

@@ -68,6 +68,7 @@ def test_a_clip_becomes_a_video_scene_graph(pipeline, clip):
     assert VideoSceneGraph.from_json(graph.to_json()).to_dict() == graph.to_dict()
 
 
+@pytest.mark.slow
 def test_frames_as_arrays_give_the_same_graph(pipeline, clip):
     _, frames, path = clip
     request = VideoRequest(top_k=5, **RANDOM)
