@@ -120,8 +120,7 @@ def video_command(
     from relate_anything.pipeline_spec import PipelineSpec
     from relate_anything.video.intervals import IntervalSettings
     from relate_anything.video.io import SamplingSettings, open_video
-    from relate_anything.video.pipeline import VideoRequest
-    from relate_anything.video.tracking import TrackerSettings
+    from relate_anything.video.settings import TrackerSettings, VideoRequest
     from relate_anything.weights import LABELER_WEIGHTS, SAM2_WEIGHTS, SEGGPT_WEIGHTS
 
     if (point is not None or box is not None) and find is not None:

@@ -33,72 +33,22 @@ from relate_anything.image_io import check_rgb
 from relate_anything.prefetch import iterated_ahead
 from relate_anything.ram import relate
 from relate_anything.scene_graph import Relation, SceneGraph
-from relate_anything.settings import SegmentSettings
-from relate_anything.video.intervals import IntervalAccumulator, IntervalSettings, to_video_relations
+from relate_anything.video.intervals import IntervalAccumulator, to_video_relations
 from relate_anything.video.io import Frame, SamplingSettings, VideoDecodeError, VideoReader, open_video
+from relate_anything.video.settings import VideoRequest
 from relate_anything.video.tracking import (
-    TRACKERS,
     IouTracker,
     Sam2Tracker,
     SeggptTracker,
     TrackedFrame,
     Tracker,
-    TrackerSettings,
 )
 from relate_anything.video_scene_graph import Track, TrackFrame, VideoInfo, VideoSceneGraph
 
 if TYPE_CHECKING:
-    from relate_anything.naming import Vocabulary
     from relate_anything.pipeline import RelateAnything
 
 __all__ = ["VideoRequest", "VideoRun", "video_run"]
-
-
-@dataclass(frozen=True)
-class VideoRequest:
-    """What a clip is asked for (all per call; the pipeline is not changed).
-
-    Attributes:
-        tracker: "iou", "sam2" (needs the pipeline's SAM 2 tracker) or "seggpt" (needs SegGPT).
-        sampling: which frames are read (`video.io.SamplingSettings`: fps, max_frames, start, end).
-        tracking: `TrackerSettings` (keyframes, gaps, shortest track).
-        intervals: `IntervalSettings` (smoothing, hysteresis, shortest interval, merged gaps).
-        settings: "segment everything" settings (default: the pipeline's).
-        top_k: relations kept for the clip, best first; also per frame graph.
-        point, box: relate me with anything: the thing at this point / in this box (pixels) on
-            sampled frame `frame` is the subject through the whole clip.
-        frame: the sampled frame of `point` / `box`.
-        multimask: the best of SAM's 3 masks for the point or box (see `RelateAnything`).
-        find: a phrase: the best-matching track is the subject (needs a labeler).
-        vocabulary: names for the tracks (needs a labeler; default: the pipeline's).
-        encoder_batch: frames whose SAM image encodings are computed together.
-    """
-
-    tracker: str = "iou"
-    sampling: SamplingSettings = field(default_factory=SamplingSettings)
-    tracking: TrackerSettings = field(default_factory=TrackerSettings)
-    intervals: IntervalSettings = field(default_factory=IntervalSettings)
-    settings: SegmentSettings | None = None
-    top_k: int = 20
-    point: tuple[float, float] | None = None
-    box: tuple[float, float, float, float] | None = None
-    frame: int = 0
-    multimask: bool = False
-    find: str | None = None
-    vocabulary: Vocabulary | None = None
-    encoder_batch: int = 4
-
-    def __post_init__(self) -> None:
-        if self.tracker not in TRACKERS:
-            raise UsageError(f"tracker must be one of {', '.join(TRACKERS)}, got {self.tracker!r}")
-        if self.top_k < 0:
-            raise UsageError(f"top_k must be >= 0, got {self.top_k}")
-        if self.frame < 0:
-            raise UsageError(f"frame must be a sampled-frame index >= 0, got {self.frame}")
-        if self.encoder_batch < 1:
-            raise UsageError(f"encoder_batch must be at least 1, got {self.encoder_batch}")
-        if self.point is not None and self.box is not None:
-            raise UsageError("give a point or a box, not both")
 
 
 @dataclass

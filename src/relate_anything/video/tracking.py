@@ -31,62 +31,16 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from relate_anything.boxes import masks_to_xyxy
-from relate_anything.errors import UsageError
 from relate_anything.masks import mask_areas, mask_ious
 from relate_anything.sam import SegmentationResult, Segmenter
 from relate_anything.settings import SegmentSettings
+from relate_anything.video.settings import TRACKERS, TrackerSettings
 
 if TYPE_CHECKING:
     from relate_anything.seggpt import ExampleSegmenter
     from relate_anything.video.sam2 import Sam2VideoTracker
 
 __all__ = ["TRACKERS", "IouTracker", "Sam2Tracker", "SeggptTracker", "TrackedFrame", "Tracker", "TrackerSettings"]
-
-#: The `--tracker` names.
-TRACKERS = ("iou", "sam2", "seggpt")
-
-
-@dataclass(frozen=True)
-class TrackerSettings:
-    """How tracks are followed, started and ended (frames are sampled frames).
-
-    Attributes:
-        keyframe_every: segment everything again every N frames (1: every frame), to pick up
-            things that enter and re-anchor the tracks.
-        match_iou: smallest mask IoU between a keyframe mask and a track's mask for them to be
-            matched, and for a keyframe mask to count as covered by a track (not a new track).
-        feature_weight: weight of the SAM feature cosine in the matching score (the rest is
-            mask IoU).
-        continuity_iou: a propagated mask counts only if it overlaps the track's previous mask
-            by this IoU; below it the track is hidden on this frame (it left, or is occluded).
-        box_margin: the previous box is enlarged by this fraction of its size on each side
-            before it prompts SAM (`IouTracker`), so a moving thing stays inside it.
-        min_area: masks with fewer pixels are not a track's on that frame.
-        max_gap: a track unseen for more than this many frames ends.
-        min_track: tracks seen on fewer frames are dropped from the result.
-    """
-
-    keyframe_every: int = 5
-    match_iou: float = 0.3
-    feature_weight: float = 0.25
-    continuity_iou: float = 0.2
-    box_margin: float = 0.1
-    min_area: int = 16
-    max_gap: int = 5
-    min_track: int = 3
-
-    def __post_init__(self) -> None:
-        for name in ("keyframe_every", "min_track"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_gap", "min_area"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"{name} must be at least 0, got {getattr(self, name)}")
-        for name in ("match_iou", "feature_weight", "continuity_iou"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise UsageError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
-        if self.box_margin < 0:
-            raise UsageError(f"box_margin must be at least 0, got {self.box_margin}")
 
 
 @dataclass(frozen=True)
