@@ -157,6 +157,24 @@ def test_missing_weights_without_network_are_one_clear_message(tmp_path, dog_jpg
     assert done.stderr.count("cannot be reached (Connection refused)") == 2
 
 
+def test_bad_input_and_missing_weights_are_refused_before_torch_loads(tmp_path, dog_jpg):
+    """The commands check flags, inputs and weights before importing torch, transformers, Gradio
+    or FastAPI (seconds each), so a newcomer's first mistake is answered in about two seconds."""
+    code = (
+        "import sys\nfrom relate_anything.cli import main\ntry:\n    main()\nexcept SystemExit as done:\n"
+        "    print(done.code, *sorted(m for m in ('torch', 'transformers', 'gradio', 'fastapi') if m in sys.modules))"
+    )
+    missing = ["--sam", str(tmp_path / "no-sam"), "--ram", str(tmp_path / "no-ram")]
+    for args, code_expected in [
+        (["run", str(dog_jpg), "--out", str(tmp_path), *missing], "3"),
+        (["serve", *missing], "3"),
+        (["ui", *missing], "3"),
+        (["video", str(dog_jpg), *missing], "4"),  # an image given as a clip
+    ]:
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+        assert done.stdout.split() == [code_expected], (args, done.stdout, done.stderr)
+
+
 def test_every_missing_weight_is_named_within_seconds_offline(tmp_path, dog_jpg, monkeypatch):
     """Offline (tests run with HF_HUB_OFFLINE=1), nothing cached: SAM, the RAM head and the
     labeler are named in one message, each with its flag and variable, before anything loads."""
