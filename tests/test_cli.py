@@ -170,6 +170,7 @@ def test_bad_input_and_missing_weights_are_refused_before_torch_loads(tmp_path, 
         (["serve", *missing], "3"),
         (["ui", *missing], "3"),
         (["video", str(dog_jpg), *missing], "4"),  # an image given as a clip
+        (["distill", str(dog_jpg.parent), "--out", str(tmp_path / "student"), "--student-sam", "x/none"], "3"),
     ]:
         done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
         assert done.stdout.split() == [code_expected], (args, done.stdout, done.stderr)

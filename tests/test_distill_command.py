@@ -81,3 +81,23 @@ def test_distill_refuses_bad_input_before_loading_models(tmp_path):
     assert result.exit_code == 2 and "no such folder" in result.output and "SAM weights" not in result.output
     result = CliRunner().invoke(app, ["distill", str(tmp_path), "--temperature", "0"])
     assert result.exit_code == 2 and "temperature must be positive" in result.output
+
+
+def test_distill_names_the_teachers_and_the_students_missing_weights_at_once(tmp_path, dog_jpg, monkeypatch):
+    """Offline, nothing cached: teacher SAM, teacher RAM and the student in one message, before any
+    model loads (the student's used to be looked for only once the teacher had loaded)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    for variable in ("RELATE_ANYTHING_SAM", "RELATE_ANYTHING_RAM"):
+        monkeypatch.delenv(variable, raising=False)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / dog_jpg.name).write_bytes(dog_jpg.read_bytes())
+    arguments = ["distill", str(photos), "--out", str(tmp_path / "out"), "--student-sam", "facebook/sam-vit-base"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 3, result.output
+    assert result.output.startswith("error: 3 models' weights are missing:")
+    for reference in ("facebook/sam-vit-huge", "ram_epoch12.pth", "facebook/sam-vit-base"):
+        assert reference in result.output
+    assert "loaded" not in result.output

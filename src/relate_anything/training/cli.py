@@ -49,15 +49,16 @@ def collect_command(
     settings: SegmentSettings = SegmentSettings(),
 ) -> None:
     """Run SAM on every image of DATA, match its masks to the ground truth and cache features and relations."""
-    import torch
-
     from relate_anything.devices import check_device
     from relate_anything.pipeline_spec import PipelineSpec
-    from relate_anything.training.collection import collect
 
     dataset = _psg_dataset(data, split)
     spec = PipelineSpec(sam=sam, dtype=dtype, settings=settings, points_per_batch=points_per_batch)
     segmenter = spec.build_segmenter(check_device(device), on_loaded=print_loaded)
+    import torch
+
+    from relate_anything.training.collection import collect
+
     feature_dtype = torch.float32 if float32 else torch.float16
     with progress_callback("collecting") as progress:
         stats = collect(dataset, segmenter, out, shard_size=shard_size, feature_dtype=feature_dtype, progress=progress)
@@ -199,15 +200,11 @@ def distill_command(
     """Teach a relation head for another segmenter with RAM's published pair (SAM ViT-H + RAM)."""
     from relate_anything.batch import list_inputs
     from relate_anything.devices import check_device
-    from relate_anything.pipeline import PipelineSpec, RelateAnything
-    from relate_anything.sam import Segmenter
-    from relate_anything.sam.students import load_student
-    from relate_anything.training.distillation import DistillSettings, distill
-    from relate_anything.training.trainer import TrainConfig
-    from relate_anything.weights import STUDENT_WEIGHTS
+    from relate_anything.pipeline_spec import PipelineSpec
+    from relate_anything.training.distill_settings import DistillSettings
+    from relate_anything.weights import STUDENT_WEIGHTS, resolve_all
 
     distill_settings = DistillSettings(temperature=temperature, alpha=alpha, held_out=held_out)
-    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed)
     items = list_inputs(images)
     ground_truth = None
     if psg is not None:
@@ -216,6 +213,15 @@ def distill_command(
     device = check_device(device)
     spec = PipelineSpec(sam=teacher_sam, ram=teacher_ram, dtype=dtype, settings=settings).resolved()
     student_name = STUDENT_WEIGHTS.reference(student_sam)
+    # The teacher's and the student's weights, every missing one named at once, before torch loads.
+    resolve_all([*spec.model_references().values(), (student_name, STUDENT_WEIGHTS)])
+    from relate_anything.pipeline import RelateAnything
+    from relate_anything.sam import Segmenter
+    from relate_anything.sam.students import load_student
+    from relate_anything.training.distillation import distill
+    from relate_anything.training.trainer import TrainConfig
+
+    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed)
     teacher = spec.build(device, on_loaded=print_loaded)
     student = load_student(student_name, device=device)
 
