@@ -29,7 +29,7 @@ from relate_anything.ram import RelationHeadConfig
 from relate_anything.sam import Segmenter, SegmentSettings, load_segmentation_model
 from relate_anything.sam.backends import Sam2Backend, SamBackend, SamHQBackend
 from relate_anything.sam.ops import build_point_grid, nms, remove_duplicate_masks, stability_score
-from relate_anything.sam.sam2_ops import preprocess_square
+from relate_anything.sam.sam2_ops import as_frame_tensor, preprocess_square
 from relate_anything.sam.students import load_student
 from relate_anything.sam.transforms import apply_coords, postprocess_logits, preprocess
 from sam2_factory import random_sam2_image, random_sam2_video, random_sam_hq
@@ -326,3 +326,15 @@ def test_a_head_for_another_token_width_is_refused_naming_both(tmp_path, folders
     assert result.exit_code == 3, result.output
     assert f"128-d mask tokens of {folders['sam2']}, but {folders['sam_hq']} gives 64-d tokens" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "dog.json").exists()
+
+
+def test_a_read_only_frame_is_taken_as_is_without_a_warning():
+    """np.asarray of a PIL image is read-only; torch.from_numpy would warn on it."""
+    import warnings
+
+    frame = np.asarray(Image.fromarray(np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)))
+    assert not frame.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensor = as_frame_tensor(frame, "cpu")
+    assert np.array_equal(tensor.numpy(), frame)

@@ -54,7 +54,12 @@ def as_frame_tensor(image: np.ndarray | torch.Tensor, device: str | torch.device
     Raises:
         ValueError: not [H, W, 3] uint8.
     """
-    tensor = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
+    if isinstance(image, np.ndarray):
+        image = np.ascontiguousarray(image)
+        # A read-only array (np.asarray of a PIL image) is copied: torch.from_numpy would warn.
+        tensor = torch.from_numpy(image if image.flags.writeable else image.copy())
+    else:
+        tensor = image
     if tensor.ndim != 3 or tensor.shape[2] != 3 or tensor.dtype != torch.uint8:
         raise ValueError(f"expected an [H, W, 3] uint8 RGB frame, got {tuple(tensor.shape)} {tensor.dtype}")
     return tensor.to(device)
