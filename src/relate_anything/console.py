@@ -302,6 +302,16 @@ SeggptOption = Annotated[
         rich_help_panel="Naming and finding",
     ),
 ]
+Sam2Option = Annotated[
+    str | None,
+    typer.Option(
+        metavar="WEIGHTS",
+        help="SAM 2 video weights for the sam2 tracker: hub id or folder (default: $RELATE_ANYTHING_SAM2, else "
+        "facebook/sam2.1-hiera-tiny).",
+        show_default=False,
+        rich_help_panel="Models",
+    ),
+]
 MaxUploadOption = Annotated[
     float,
     typer.Option(

@@ -18,6 +18,7 @@ from relate_anything.console import (
     LabelThresholdOption,
     MaxUploadOption,
     RamOption,
+    Sam2Option,
     SamOption,
     VocabOption,
     handles_errors,
@@ -63,14 +64,7 @@ def serve_command(
         float,
         typer.Option(min=0.001, help="Longest clip accepted, in seconds, read before decoding (longer: HTTP 413)."),
     ] = 120.0,
-    sam2: Annotated[
-        str | None,
-        typer.Option(
-            help="SAM 2 video weights, for clips with tracker=sam2 (hub id or folder).",
-            show_default=False,
-            rich_help_panel="Models",
-        ),
-    ] = None,
+    sam2: Sam2Option = None,
     settings: SegmentSettings = SegmentSettings(),
 ) -> None:
     """Serve scene graphs over HTTP: POST /v1/scene-graph, POST /v1/video-scene-graph (jobs),

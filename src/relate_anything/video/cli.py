@@ -23,6 +23,7 @@ from relate_anything.console import (
     LabelThresholdOption,
     MultimaskOption,
     RamOption,
+    Sam2Option,
     SamOption,
     SeggptOption,
     VocabOption,
@@ -102,14 +103,7 @@ def video_command(
         ),
     ] = None,
     seggpt: SeggptOption = None,
-    sam2: Annotated[
-        str | None,
-        typer.Option(
-            help="SAM 2 video weights for --tracker sam2 (default: $RELATE_ANYTHING_SAM2, else facebook/sam2.1-hiera-tiny).",
-            show_default=False,
-            rich_help_panel="Models",
-        ),
-    ] = None,
+    sam2: Sam2Option = None,
     no_video: Annotated[
         bool, typer.Option("--no-video", help="Skip the annotated MP4 (JSON and timeline only).")
     ] = False,
