@@ -55,16 +55,13 @@ REPORT_FILE = "report.json"
 
 @dataclass
 class DistillCollectStats:
-    """What one collection did: images cached now / before, without masks, labelled, masks, and
-    the seconds the teacher and the student spent (their encoders and decoders only)."""
+    """What one collection did: images cached now / before, without masks, labelled, masks."""
 
     images: int = 0
     already_done: int = 0
     without_masks: int = 0
     labelled: int = 0
     masks: int = 0
-    teacher_seconds: float = 0.0
-    student_seconds: float = 0.0
 
 
 def held_out(file: str, fraction: float) -> bool:
@@ -116,7 +113,6 @@ def collect_distillation(
 
 @torch.inference_mode()
 def _collect_one(item, pixels, teacher, student, ground_truth, stats: DistillCollectStats) -> ImageRecord | None:
-    started = time.perf_counter()
     teacher.segmenter.set_image(pixels)
     segments = teacher.segmenter.segment_everything()
     if not len(segments):
@@ -125,12 +121,9 @@ def _collect_one(item, pixels, teacher, student, ground_truth, stats: DistillCol
     head = teacher.relation_head
     parameter = next(head.parameters())
     logits = head.score(segments.features.to(parameter.device, parameter.dtype)).float().cpu().numpy()
-    middle = time.perf_counter()
     student.set_image(pixels)
     masks = segments.masks
     tokens = student.segment_prompts(boxes=masks_to_xyxy(masks).float(), masks=masks).features
-    stats.teacher_seconds += middle - started
-    stats.student_seconds += time.perf_counter() - middle
     relations = np.zeros((0, 3), dtype=np.int64)
     matched = None
     truth = None if ground_truth is None else ground_truth.get(item.file)
@@ -184,7 +177,7 @@ def distill(
     student_pipeline: Callable[[Any], RelateAnything] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> DistillReport:
-    """Collect, train and report (see the module docstring); every step resumes.
+    """Collect, train and report (see the module docstring); collection resumes (images already cached are skipped); training starts afresh.
 
     Args:
         config: the trainer's settings; its teacher weight, temperature and checkpoint folder
@@ -195,7 +188,6 @@ def distill(
     """
     from dataclasses import replace
 
-    from relate_anything.ram import RelationHead
     from relate_anything.training.trainer import evaluate, evaluate_agreement, train
 
     settings = settings or DistillSettings()
@@ -222,7 +214,15 @@ def distill(
             if progress is None
             else (lambda done, total, name=name: progress(f"collect {name}", done, total)),
         )
-    labelled = any(s.labelled for s in stats.values())
+    # Hard labels as the trainer counts them (an image with a relation), from the caches: a rerun
+    # whose collection was already done collects nothing, but its cached labels still count.
+    caches = {
+        name: FeatureCache(out / folder) for name, folder in (("train", TRAIN_CACHE), ("held-out", HELD_OUT_CACHE))
+    }
+    labelled_images = {
+        name: sum(cache.info(k)["num_relations"] > 0 for k in range(len(cache))) for name, cache in caches.items()
+    }
+    labelled = labelled_images["train"] > 0
     config = replace(
         config,
         teacher_weight=settings.alpha if labelled else 1.0,
@@ -233,11 +233,11 @@ def distill(
     result = train(out / TRAIN_CACHE, out / HELD_OUT_CACHE, config=config)
     head = result.ema_head or result.head
     head.save(out / HEAD_FILE)
-    held = FeatureCache(out / HELD_OUT_CACHE)
+    held = caches["held-out"]
     agreement = evaluate_agreement(
         head, held, temperature=settings.temperature, kind=config.loss, device=config.device, amp=config.amp
     )
-    psg = evaluate(head, held, device=config.device, amp=config.amp) if labelled else None
+    psg = evaluate(head, held, device=config.device, amp=config.amp) if labelled_images["held-out"] else None
     speed = _speeds(
         test_items[: settings.speed_images], teacher, None if student_pipeline is None else student_pipeline(head)
     )
@@ -245,7 +245,7 @@ def distill(
         "train": stats["train"].images + stats["train"].already_done,
         "held_out": stats["held-out"].images + stats["held-out"].already_done,
         "without_masks": sum(s.without_masks for s in stats.values()),
-        "labelled": sum(s.labelled for s in stats.values()),
+        "labelled": sum(labelled_images.values()),
     }
     report = DistillReport(
         student=student_name,
@@ -258,8 +258,6 @@ def distill(
         history=result.history,
     )
     write_text_atomically(out / REPORT_FILE, json.dumps(asdict(report), indent=1))
-    # The head reloads as a pipeline head would (its segmenter and width recorded).
-    RelationHead.from_checkpoint(out / HEAD_FILE)
     return report
 
 

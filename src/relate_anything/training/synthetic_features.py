@@ -51,10 +51,6 @@ __all__ = [
 ]
 
 
-def _empty(dim: int) -> np.ndarray:
-    return np.zeros((0, dim))
-
-
 @dataclass(frozen=True)
 class SyntheticRule:
     """predicates [A] (ids of the active predicates), subject_directions / object_directions
@@ -239,10 +235,6 @@ class SyntheticTeacher:
     student_map: np.ndarray
     head: RelationHead
     scale: float
-
-    @property
-    def num_predicates(self) -> int:
-        return self.head.config.num_predicates
 
     def student_tokens(self, objects: np.ndarray) -> np.ndarray:
         """[N, student_dim] float32 tokens of objects [N, object_dim]."""
