@@ -102,3 +102,21 @@ def test_the_known_fields_are_the_handlers(client):
     properties = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]["properties"]
     assert set(properties) == set(VIDEO_FORM_FIELDS)
     assert "/v1/jobs/{job_id}" in schema["paths"]
+
+
+def test_a_clip_larger_than_the_photo_limit_is_taken_up_to_the_clip_limit(small_sam, tiny_ram_pth, tmp_path):
+    """--max-upload-mb limits photos, --max-video-mb clips: a clip over the first is not refused."""
+    _, frames = synthetic_video(np.random.default_rng(4), frames=6, size=(320, 240))
+    clip = write_video(tmp_path / "clip.mp4", frames, fps=5, lossless=True)
+    size = clip.stat().st_size  # ~190 KB, over the photo limit below and its 64 KiB of form overhead
+    pipeline = RelateAnything.from_pretrained(small_sam, tiny_ram_pth, settings=RANDOM_WEIGHT_SETTINGS)
+    app = create_app(pipeline, max_upload_bytes=16_000, max_video_bytes=1 << 20)
+    assert size > 16_000 + 64 * 1024
+    with TestClient(app) as client:
+        assert _post(client, clip, max_frames=2, top_k=3).status_code == 202
+        photo = client.post("/v1/scene-graph", files={"image": ("a.jpg", b"x" * size, "image/jpeg")})
+        assert photo.status_code == 413 and "the limit is" in photo.json()["detail"]
+    small = create_app(pipeline, max_upload_bytes=20 << 20, max_video_bytes=size // 4)
+    with TestClient(small) as client:
+        response = _post(client, clip)
+        assert response.status_code == 413 and "limit for a clip" in response.json()["detail"]

@@ -40,7 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from relate_anything.errors import ImageError, ImageTooLargeError, NotAnImageError, RelateAnythingError, UsageError
 from relate_anything.image_io import MAX_PIXELS, load_image_bytes
 from relate_anything.pipeline import check_prompt
-from relate_anything.serving.video_api import JobStore, add_video_routes
+from relate_anything.serving.video_api import JobStore, add_video_routes, clip_too_large
 from relate_anything.serving.worker import InferenceWorker, Job, QueueFullError, WorkerClosedError
 from relate_anything.settings import SettingsError
 
@@ -190,6 +190,8 @@ def create_app(
         BodySizeLimit,
         max_bytes=max_upload_bytes + _FORM_OVERHEAD_BYTES,
         detail=f"upload too large: the limit is {max_upload_bytes} bytes ({max_upload_bytes / 2**20:.1f} MiB)",
+        # A clip has its own limit (--max-video-mb), larger or smaller than a photo's.
+        routes={"/v1/video-scene-graph": (max_video_bytes + _FORM_OVERHEAD_BYTES, clip_too_large(max_video_bytes))},
     )
 
     @app.exception_handler(RequestValidationError)
@@ -447,18 +449,28 @@ class BodySizeLimit:
     doing with it (FastAPI would otherwise report the aborted form as a parse error).
     """
 
-    def __init__(self, app, *, max_bytes: int, detail: str | None = None) -> None:
+    def __init__(
+        self,
+        app,
+        *,
+        max_bytes: int,
+        detail: str | None = None,
+        routes: Mapping[str, tuple[int, str]] | None = None,
+    ) -> None:
+        """`routes`: {path: (max_bytes, detail)} for paths with their own limit (video uploads)."""
         self.app = app
         self.max_bytes = max_bytes
         self.detail = detail or f"request body over the limit of {max_bytes} bytes"
+        self.routes = dict(routes or {})
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes, detail = self.routes.get(scope.get("path", ""), (self.max_bytes, self.detail))
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await self._refuse(send, detail)
             return
         received = 0
         exceeded = False
@@ -469,7 +481,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     exceeded = True
                     raise _BodyTooLarge()
             return message
@@ -480,7 +492,7 @@ class BodySizeLimit:
                 await send(message)
             elif not refused and message["type"] == "http.response.start":
                 refused = True
-                await self._refuse(send)
+                await self._refuse(send, detail)
 
         try:
             await self.app(scope, counting_receive, guarded_send)
@@ -490,10 +502,10 @@ class BodySizeLimit:
             if not exceeded:
                 raise
         if exceeded and not refused:
-            await self._refuse(send)
+            await self._refuse(send, detail)
 
-    async def _refuse(self, send) -> None:
-        body = json.dumps({"detail": self.detail}).encode()
+    async def _refuse(self, send, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

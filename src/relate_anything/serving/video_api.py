@@ -216,6 +216,11 @@ def add_video_routes(
         return JobStatus(job=job_id, status="done", result=future.result().to_dict())
 
 
+def clip_too_large(limit: int) -> str:
+    """The 413 message for a clip over `limit` bytes."""
+    return f"upload too large: the limit for a clip is {limit / 2**20:.1f} MiB"
+
+
 async def _save(upload: UploadFile, path: Path, limit: int) -> None:
     """Copy the upload to `path`, refusing it (413) as soon as it passes `limit` bytes."""
     written = 0
@@ -223,7 +228,7 @@ async def _save(upload: UploadFile, path: Path, limit: int) -> None:
         while chunk := await upload.read(_CHUNK):
             written += len(chunk)
             if written > limit:
-                raise HTTPException(413, f"upload too large: the limit for a clip is {limit / 2**20:.1f} MiB")
+                raise HTTPException(413, clip_too_large(limit))
             handle.write(chunk)
 
 
