@@ -313,7 +313,7 @@ def clip(tmp_path_factory):
     from relate_anything.video.io import write_video
 
     _, frames = synthetic_video(np.random.default_rng(2), frames=4, size=(96, 64))
-    return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", frames, fps=5, lossless=True)
+    return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", frames, fps=10, lossless=True)
 
 
 def test_the_video_tab_relates_a_clip(demo, clip):
@@ -329,6 +329,7 @@ def test_the_video_tab_relates_a_clip(demo, clip):
         assert row[2] == relation.predicate and row[5] == ", ".join(f"{a}-{b}" for a, b in relation.intervals)
     with av.open(str(result.video_path)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 4
+        assert container.streams.video[0].average_rate == 10  # every frame taken: the clip's own rate
     assert result.timeline_path.stat().st_size > 0 and "4 frames" in result.status
     with pytest.raises(RelateAnythingError, match="upload a clip"):
         demo.relate_video(None, 5)

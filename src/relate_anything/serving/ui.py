@@ -192,8 +192,9 @@ class SceneGraphDemo:
         )
         graph.save(json_path)
         draw_timeline(graph).save(timeline_path)
-        frames = (frame.pixels for frame in open_video(clip, settings=sampling))
-        write_annotated_video(video_path, islice(frames, graph.num_frames), graph, fps=graph.video.sampled_fps or 5.0)
+        # The clip's own rate when every frame was taken (fps 0), not a slow-motion 5 fps.
+        frames = (frame.pixels for frame in reader)
+        write_annotated_video(video_path, islice(frames, graph.num_frames), graph)
         triplets = [
             [rank + 1, graph.name(r.subject), r.predicate, graph.name(r.object), round(r.score, 3),
              ", ".join(f"{a}-{b}" for a, b in r.intervals)]

@@ -174,7 +174,6 @@ def video_command(
 def _relate_one(pipeline, source: str, reader, request, out: Path, *, write_video: bool) -> None:
     """One input: its graph, timeline and annotated clip (each file complete or absent)."""
     from relate_anything.video.draw import draw_timeline, write_annotated_video
-    from relate_anything.video.io import open_video
 
     stem = _stem(source)
     with progress_bar(rate_unit="frames") as bar:
@@ -185,9 +184,9 @@ def _relate_one(pipeline, source: str, reader, request, out: Path, *, write_vide
     timeline = draw_timeline(graph)
     write_atomically(out / f"{stem}.timeline.png", lambda tmp: timeline.save(tmp, format="PNG"))
     if write_video:
-        # A second pass over the clip (only the frames the graph covers): frames are never held.
-        frames = (frame.pixels for frame in islice(open_video(source, settings=reader.settings), graph.num_frames))
-        write_annotated_video(out / f"{stem}.mp4", frames, graph, fps=graph.video.sampled_fps or graph.video.fps or 5.0)
+        # A second pass over the clip (a reader decodes again on each iteration): frames are never held.
+        frames = (frame.pixels for frame in islice(reader, graph.num_frames))
+        write_annotated_video(out / f"{stem}.mp4", frames, graph)
     written = ", ".join(
         f"{stem}{suffix}" for suffix in (".json", ".timeline.png", ".mp4" if write_video else None) if suffix
     )
