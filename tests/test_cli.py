@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import typer
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -349,17 +350,19 @@ def test_an_empty_prompted_subject_is_reported_for_that_image(tmp_path, dog_jpg,
 
 # -- help, version, python -m --------------------------------------------------------------------
 
-COMMANDS = [
-    ["run"],
-    ["batch"],
-    ["eval"],
-    ["collect"],
-    ["train"],
-    ["ui"],
-    ["serve"],
-    ["data", "check"],
-    ["data", "synth"],
-]
+
+def _commands(group, path=()) -> list[list[str]]:
+    """Every command of the app, subcommands of groups included (a new one cannot be left out)."""
+    found = []
+    for name, command in sorted(group.commands.items()):
+        if hasattr(command, "commands"):
+            found += _commands(command, (*path, name))
+        else:
+            found.append([*path, name])
+    return found
+
+
+COMMANDS = _commands(typer.main.get_command(app))
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

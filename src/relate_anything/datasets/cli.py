@@ -129,10 +129,18 @@ def _check_pvsg(dataset: Path) -> None:
         raise typer.Exit(code=1)
 
 
-@app.command("synth-video")
+@app.command(
+    "synth-video",
+    cls=HelpCommand,
+    epilog=epilog(
+        "relate-anything data synth-video --out synth/ --videos 10 --frames 50",
+        "relate-anything data synth-video --out masks-only/ --no-videos",
+    ),
+)
 def synth_video(
     out: Annotated[
-        Path, typer.Option(help="Folder to write pvsg.json and synthetic/{masks,videos}/ to.", show_default=False)
+        Path,
+        typer.Option(help="Folder to write pvsg.json, synthetic/masks/ and synthetic/videos/ to.", show_default=False),
     ],
     videos: Annotated[int, typer.Option(min=1, help="Number of clips (about 20% go to the val split).")] = 4,
     frames: Annotated[int, typer.Option(min=2, help="Sampled frames per clip.")] = 30,
