@@ -371,12 +371,13 @@ class RelateAnything:
         )
         graph = _with_names(graph, names, scores)
         subject = self._subject(graph, request, regions)
+        features = segments.features
         if subject is not None and subject != 0:
             order = [subject] + [i for i in range(len(segments)) if i != subject]
-            segments = segments[torch.tensor(order, device=segments.masks.device)]
+            features = features[torch.tensor(order, device=features.device)]  # the masks are in the graph already
             graph = replace(graph, segments=[replace(graph.segments[i], id=k) for k, i in enumerate(order)])
         subject = None if subject is None else 0
-        return graph.with_relations(self._relations(segments.features, request.top_k, subject))
+        return graph.with_relations(self._relations(features, request.top_k, subject))
 
     def _prompted(self, request: _Request) -> SegmentationResult:
         """The one mask SAM gives for a point and/or box prompt.
@@ -419,8 +420,7 @@ class RelateAnything:
         """SegGPT's segments of things like the examples, with SAM's token for each segment's box."""
         from relate_anything.seggpt import example_segments
 
-        found = example_segments(self.example_segmenter, pixels, request.examples)
-        found = found[_non_empty(found.masks)]
+        found = example_segments(self.example_segmenter, pixels, request.examples)  # no empty mask among them
         if not len(found):
             return self._boxes_prompted([], request.settings)
         boxes = xyxy_inclusive_to_xyxy(found.boxes)

@@ -165,6 +165,9 @@ class PipelineSpec:
             started = time.perf_counter()
             relation_head = RelationHead.from_checkpoint(paths["ram"]).to(device)
             loaded(weights.RAM_WEIGHTS.name, "ram", started)
+            # A head of another token width fails now, before the optional models load (the
+            # pipeline records the same check's warning).
+            relation_head.config.check_tokens(feature_dim=segmenter.feature_dim, segmenter=segmenter.name)
             labeler = detector = example_segmenter = video_tracker = None
             if self.labeler is not None:
                 from relate_anything.naming import Labeler
