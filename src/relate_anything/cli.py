@@ -28,11 +28,11 @@ from relate_anything.console import (
     SeggptOption,
     TopKOption,
     VocabOption,
+    build_pipeline,
     epilog,
     handles_errors,
     optional_model,
     parse_numbers,
-    print_loaded,
     progress_bar,
     report,
     say,
@@ -304,9 +304,7 @@ def run(
     )
     spec.load_vocabulary()  # a bad vocabulary fails before any model loads
     # Weights: every missing one named at once, downloads with a bar per file, then a line per model.
-    pipeline = spec.build(device, on_loaded=print_loaded)
-    for warning in pipeline.warnings:
-        warn(warning)
+    pipeline = build_pipeline(spec, device)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
     with progress_bar(enabled=len(images) > 1) as progress:

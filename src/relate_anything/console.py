@@ -97,6 +97,15 @@ def print_loaded(model: Any) -> None:
     say(str(model))
 
 
+def build_pipeline(spec: Any, device: str, **options: Any) -> Any:
+    """`spec.build(device, **options)` as the commands run it: a line per loaded model, then the
+    pipeline's warnings (such as a head trained on another segmenter's tokens)."""
+    pipeline = spec.build(device, on_loaded=print_loaded, **options)
+    for warning in pipeline.warnings:
+        warn(warning)
+    return pipeline
+
+
 def fail(error: BaseException) -> typing.NoReturn:
     """Report `error` and end the command with its exit code."""
     report(error)

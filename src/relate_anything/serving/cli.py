@@ -21,9 +21,9 @@ from relate_anything.console import (
     Sam2Option,
     SamOption,
     VocabOption,
+    build_pipeline,
     handles_errors,
     optional_model,
-    print_loaded,
     say,
     segment_settings_options,
 )
@@ -98,7 +98,7 @@ def serve_command(
 
     from relate_anything.serving.api import create_app
 
-    pipeline = spec.build(device, on_loaded=print_loaded)
+    pipeline = build_pipeline(spec, device)
     models = {"sam": spec.sam, "ram": spec.ram} | ({} if spec.labeler is None else {"labeler": spec.labeler})
     app = create_app(
         pipeline,

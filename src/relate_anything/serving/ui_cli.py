@@ -21,9 +21,9 @@ from relate_anything.console import (
     SamOption,
     SeggptOption,
     VocabOption,
+    build_pipeline,
     handles_errors,
     optional_model,
-    print_loaded,
     say,
     segment_settings_options,
 )
@@ -91,7 +91,7 @@ def ui_command(
     spec.check_weights()  # every missing weight named before Gradio loads
     from relate_anything.serving.ui import CSS, EMBEDDING_CACHE_SIZE, SceneGraphDemo, build_ui, sample_photos
 
-    pipeline = spec.build(device, embedding_cache_size=EMBEDDING_CACHE_SIZE, on_loaded=print_loaded)
+    pipeline = build_pipeline(spec, device, embedding_cache_size=EMBEDDING_CACHE_SIZE)
     demo = SceneGraphDemo(pipeline, max_video_seconds=max_video_seconds)
     page = build_ui(demo, samples=sample_photos(samples), top_k=top_k)
     say(f"relate-anything UI on http://{host}:{port}; uploads up to {max_upload_mb:g} MiB (Ctrl+C to stop)")

@@ -27,15 +27,14 @@ from relate_anything.console import (
     SamOption,
     SeggptOption,
     VocabOption,
+    build_pipeline,
     handles_errors,
     optional_model,
     parse_numbers,
-    print_loaded,
     progress_bar,
     report,
     segment_settings_options,
     stderr,
-    warn,
 )
 from relate_anything.errors import InputFileError, PromptError, UsageError
 from relate_anything.settings import SegmentSettings
@@ -157,9 +156,7 @@ def video_command(
             report(error)
     if not readers:
         raise typer.Exit(code=EXIT_INPUTS)
-    pipeline = spec.build(device, on_loaded=print_loaded)
-    for warning in pipeline.warnings:
-        warn(warning)
+    pipeline = build_pipeline(spec, device)
     out.mkdir(parents=True, exist_ok=True)
     for source, reader in readers.items():
         try:
