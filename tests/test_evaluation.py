@@ -20,7 +20,7 @@ from relate_anything.evaluation import (
 )
 from relate_anything.evaluation.cli import evaluate_command
 from relate_anything.evaluation.masks import hidden_parts, visible_intersections
-from relate_anything.masks import coco_rles, mask_ious, rle_intersections, rle_ious
+from relate_anything.masks import coco_rles, mask_ious, paired_mask_ious, rle_intersections, rle_ious
 from relate_anything.scene_graph import Relation, SceneGraph, encode_masks
 
 PREDICATES = psg.predicates()
@@ -347,6 +347,12 @@ def test_vectorised_iou_equals_a_loop():
     np.testing.assert_allclose(mask_ious(torch.from_numpy(a), torch.from_numpy(b)).numpy(), loop, rtol=0, atol=1e-12)
     expected_inter = (a[:, None] & b[None]).sum((2, 3))
     np.testing.assert_array_equal(rle_intersections(rle_a, rle_b), expected_inter)
+    # Row with row: the loop's diagonal; two empty masks give `empty`.
+    rows = torch.from_numpy(a[:9]), torch.from_numpy(b)
+    np.testing.assert_allclose(paired_mask_ious(*rows).numpy(), np.diagonal(loop), rtol=0, atol=1e-12)
+    nothing = torch.zeros(1, 4, 4, dtype=torch.bool)
+    assert paired_mask_ious(nothing, nothing).tolist() == [0.0]
+    assert paired_mask_ious(nothing, nothing, empty=1.0).tolist() == [1.0]
 
 
 def test_painted_intersections_equal_a_dense_painting():

@@ -33,6 +33,7 @@ __all__ = [
     "mask_areas",
     "mask_intersections",
     "mask_ious",
+    "paired_mask_ious",
     "rle_areas",
     "rle_intersections",
     "rle_ious",
@@ -97,13 +98,23 @@ def mask_ious(masks_a: torch.Tensor, masks_b: torch.Tensor | None = None, *, emp
     Args:
         empty: the IoU of two empty masks (0: they match nothing; 1: equal masks are duplicates).
     """
+    if masks_b is not None:
+        masks_b = masks_b.to(masks_a.device)  # once, for the intersections and the areas
     intersections = mask_intersections(masks_a, masks_b)
     if masks_b is None:
         areas_a = areas_b = intersections.diagonal()
     else:
-        areas_a = masks_a.flatten(1).sum(1, dtype=intersections.dtype)
-        areas_b = masks_b.to(masks_a.device).flatten(1).sum(1, dtype=intersections.dtype)
+        areas_a, areas_b = mask_areas(masks_a), mask_areas(masks_b)
     return ious_from_intersections(intersections, areas_a, areas_b, empty=empty)
+
+
+def paired_mask_ious(masks_a: torch.Tensor, masks_b: torch.Tensor, *, empty: float = 0.0) -> torch.Tensor:
+    """[N] float64 IoU of each mask of [N, H, W] with the mask of [N, H, W] in the same row (the
+    diagonal of `mask_ious`, without the other N^2 - N pairs)."""
+    masks_b = masks_b.to(masks_a.device)
+    intersections = mask_areas(masks_a & masks_b).double()
+    union = mask_areas(masks_a).double() + mask_areas(masks_b).double() - intersections
+    return (intersections / union.clamp(min=1)).where(union > 0, intersections.new_full((), float(empty)))
 
 
 def ious_from_intersections(intersections, areas_a, areas_b, *, empty: float = 0.0):

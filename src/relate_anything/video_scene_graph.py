@@ -23,6 +23,7 @@ evaluator reads them. Boxes are pixel edges, as in `SceneGraph`.
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -190,10 +191,8 @@ class Track:
 
     def at(self, frame: int) -> TrackFrame | None:
         """The track's region on sampled frame `frame`, or None where it is not visible."""
-        for item in self.frames:
-            if item.frame == frame:
-                return item
-        return None
+        k = bisect_left(self.frames, frame, key=lambda item: item.frame)  # frames are sorted (__post_init__)
+        return self.frames[k] if k < len(self.frames) and self.frames[k].frame == frame else None
 
     def to_dict(self) -> dict[str, Any]:
         item: dict[str, Any] = {"id": self.id}

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from relate_anything.boxes import box_iou, occupancy_to_xyxy_inclusive
-from relate_anything.masks import mask_areas, mask_ious
+from relate_anything.masks import ious_from_intersections, mask_areas, mask_intersections
 
 __all__ = [
     "boxes_from_logits",
@@ -149,6 +149,8 @@ def remove_duplicate_masks(masks: torch.Tensor, iou_threshold: float) -> torch.T
     Returns:
         [K] int64 indices into `masks`, in decreasing-area order.
     """
-    order = torch.sort(mask_areas(masks), descending=True, stable=True).indices
-    iou = mask_ious(masks, empty=1.0)[order][:, order]  # two empty masks are identical
+    intersections = mask_intersections(masks)
+    areas = intersections.diagonal()  # a mask's intersection with itself
+    order = torch.sort(areas, descending=True, stable=True).indices
+    iou = ious_from_intersections(intersections, areas, areas, empty=1.0)[order][:, order]  # empty masks: identical
     return order[greedy_suppression(iou >= iou_threshold)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def annotate_frame(pixels: np.ndarray, graph: VideoSceneGraph, t: int, *, max_re
     shown = scene.relations[:max_relations]
     involved = {r.subject for r in shown} | {r.object for r in shown}
     visible = {segment.id for segment in scene.segments}
-    font = ImageFont.load_default(size=font_size(graph.width, graph.height))
+    font = _font(font_size(graph.width, graph.height))
     # Every visible track is tinted and named (following ids is the point of a video); the
     # relations' tracks stand out with a strong tint and an outline.
     picture = draw_segments(pixels, scene, highlight=involved, labelled=visible, font=font, faint=0.35)
@@ -132,7 +133,7 @@ def _relation_box(picture: Image.Image, scene, relations, font: ImageFont.FreeTy
 
 def _frame_stamp(picture: Image.Image, graph: VideoSceneGraph, t: int, font: ImageFont.FreeTypeFont) -> None:
     """ "frame t / T" and its time, small, at the bottom left."""
-    small = ImageFont.load_default(size=max(10, round(font.size * 0.8)))
+    small = _font(max(10, round(font.size * 0.8)))
     rate = _rate(graph)
     text = f"frame {t} / {graph.num_frames}" + (f"  {t / rate:.1f} s" if rate else "")
     ImageDraw.Draw(picture).text(
@@ -173,8 +174,8 @@ def draw_timeline(graph: VideoSceneGraph, *, top_k: int = 20, width: int = 1200)
             if track_id not in tracks:
                 tracks.append(track_id)
     size = max(11, round(width / 85))
-    font = ImageFont.load_default(size=size)
-    small = ImageFont.load_default(size=max(10, round(size * 0.85)))
+    font = _font(size)
+    small = _font(max(10, round(size * 0.85)))
     margin = size
     row_height = round(size * 1.9)
     track_height = round(size * 1.35)
@@ -316,3 +317,9 @@ def _draw_parts(draw: ImageDraw.ImageDraw, at: tuple[float, float], parts: list,
     for text, colour in parts:
         draw.text((x, y), text, fill=colour, font=font, anchor="lm")
         x += font.getlength(text)
+
+
+@lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    """PIL's default font at `size` px, loaded once per size (every frame of a clip asks again)."""
+    return ImageFont.load_default(size=size)

@@ -31,7 +31,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from relate_anything.boxes import masks_to_xyxy
-from relate_anything.masks import mask_areas, mask_ious
+from relate_anything.masks import mask_areas, mask_ious, paired_mask_ious
 from relate_anything.sam import SegmentationResult, Segmenter
 from relate_anything.settings import SegmentSettings
 from relate_anything.video.settings import TRACKERS, TrackerSettings
@@ -67,7 +67,6 @@ class _Track:
     mask: torch.Tensor  # [H, W] bool, the last mask seen
     feature: torch.Tensor  # [D] float, unit norm, a running mean of the features seen
     last_seen: int
-    seen: int = 1
 
 
 @dataclass
@@ -114,11 +113,6 @@ class Tracker(ABC):
         self._tracks.clear()
         self._next_id = 0
         self._last_index = None
-
-    @property
-    def live_ids(self) -> list[int]:
-        """Ids of the tracks that may still be continued."""
-        return list(self._tracks)
 
     def update(
         self, index: int, pixels: np.ndarray, *, keyframe: bool, seed: SegmentationResult | None = None
@@ -168,7 +162,7 @@ class Tracker(ABC):
             return []
         areas = mask_areas(propagated.masks)
         previous = torch.stack([track.mask for track in live]).to(propagated.masks.device)
-        overlap = mask_ious(propagated.masks, previous).diagonal()
+        overlap = paired_mask_ious(propagated.masks, previous)
         keep = (areas >= max(self.settings.min_area, 1)) & (overlap >= self.settings.continuity_iou)
         return keep.tolist()
 
@@ -264,7 +258,7 @@ class Tracker(ABC):
             if track is None:
                 self._tracks[track_id] = _Track(track_id, segments.masks[k], features[k], index)
             else:
-                track.mask, track.last_seen, track.seen = segments.masks[k], index, track.seen + 1
+                track.mask, track.last_seen = segments.masks[k], index
                 track.feature = torch.nn.functional.normalize(track.feature + features[k], dim=-1)
         self._observe(index, pixels, assigned.ids, segments)
         return TrackedFrame(index=index, track_ids=tuple(assigned.ids), segments=segments, seed_id=seed_id)
