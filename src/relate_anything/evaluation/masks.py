@@ -10,14 +10,11 @@ float32 matmul of [Np, HW] x [HW, Ng] 26 ms per image.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from relate_anything.masks import rle_areas, rle_intersections
-
-Rle = dict[str, Any]  # pycocotools form: {"size": [h, w], "counts": bytes}
+from relate_anything.masks import Rle, rle_areas, rle_intersections
 
 
 def hidden_parts(rles: Sequence[Rle], priority: np.ndarray) -> list[Rle]:

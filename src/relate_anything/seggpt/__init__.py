@@ -4,8 +4,7 @@
 >>> finder = ExampleSegmenter.from_pretrained(device="cuda")       # BAAI/seggpt-vit-large
 >>> examples = [load_example("cat1.jpg", "cat1_mask.png")]
 >>> mask = finder.segment(rgb_uint8, examples)                     # [H, W] bool
->>> segmenter.set_image(rgb_uint8)                                 # SAM, for features
->>> segments = example_segments(finder, rgb_uint8, examples, segmenter)   # SegmentationResult
+>>> segments = example_segments(finder, rgb_uint8, examples)      # masks; the pipeline prompts SAM for features
 """
 
 from relate_anything.seggpt.example import (
