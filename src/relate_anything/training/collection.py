@@ -24,7 +24,7 @@ from relate_anything.errors import RelateAnythingError
 from relate_anything.image_io import load_image
 from relate_anything.scene_graph import SceneGraph, encode_masks
 from relate_anything.training.cache import ImageRecord, ShardWriter, committed_image_ids
-from relate_anything.training.matching import match_masks, rewrite_relations
+from relate_anything.training.matching import MaskMatch, match_masks, rewrite_relations
 
 __all__ = ["CollectStats", "collect", "distributed_rank"]
 
@@ -164,16 +164,12 @@ def _collect_one(
         )
     segmenter.set_image(pixels)
     result = segmenter.segment_everything()
-    gt_masks = torch.from_numpy(graph.masks()).to(result.masks.device)
-    match = match_masks(result.masks, gt_masks, sam_to_gt_iou=sam_to_gt_iou, gt_to_sam_iou=gt_to_sam_iou)
-    row = {segment.id: k for k, segment in enumerate(graph.segments)}
-    gt_relations = np.array([[row[r.subject], row[r.object], r.predicate_id] for r in graph.relations], dtype=np.int64)
-    relations = rewrite_relations(gt_relations, match.gt_to_sam)
+    relations, match = hard_labels(graph, result.masks, sam_to_gt_iou=sam_to_gt_iou, gt_to_sam_iou=gt_to_sam_iou)
     stats.images += 1
     stats.masks += len(result)
     stats.gt_masks += len(graph.segments)
     stats.matched_gt_masks += match.num_matched
-    stats.gt_relations += len(gt_relations)
+    stats.gt_relations += len(graph.relations)
     stats.kept_relations += len(relations)
     return ImageRecord(
         image_id=image_id,
@@ -184,7 +180,7 @@ def _collect_one(
         file=graph.file,
         height=graph.height,
         width=graph.width,
-        gt_relations=len(gt_relations),
+        gt_relations=len(graph.relations),
     )
 
 
@@ -199,3 +195,13 @@ def _image_ids(dataset: GroundTruthDataset) -> Sequence[str]:
     if len(set(ids)) != len(ids):
         raise RelateAnythingError("the dataset's image ids are not unique; the cache needs them to resume")
     return ids
+
+
+def hard_labels(graph: SceneGraph, masks: torch.Tensor, **thresholds: float) -> tuple[np.ndarray, MaskMatch]:
+    """The ground truth's relations [R, 3] (subject row, object row, predicate) rewritten onto
+    `masks` [N, H, W] by RAM's matching (`match_masks`, with its IoU `thresholds`), and the match."""
+    gt_masks = torch.from_numpy(graph.masks()).to(masks.device)
+    match = match_masks(masks, gt_masks, **thresholds)
+    row = {segment.id: k for k, segment in enumerate(graph.segments)}
+    gt_relations = np.array([[row[r.subject], row[r.object], r.predicate_id] for r in graph.relations], dtype=np.int64)
+    return rewrite_relations(gt_relations, match.gt_to_sam), match

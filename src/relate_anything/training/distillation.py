@@ -36,8 +36,8 @@ from relate_anything.boxes import masks_to_xyxy
 from relate_anything.errors import UsageError
 from relate_anything.masks import encode_masks
 from relate_anything.training.cache import FeatureCache, ImageRecord, ShardWriter, committed_image_ids
+from relate_anything.training.collection import hard_labels
 from relate_anything.training.distill_settings import DistillSettings
-from relate_anything.training.matching import match_masks, rewrite_relations
 
 if TYPE_CHECKING:
     from relate_anything.batch.inputs import InputItem
@@ -128,11 +128,8 @@ def _collect_one(item, pixels, teacher, student, ground_truth, stats: DistillCol
     matched = None
     truth = None if ground_truth is None else ground_truth.get(item.file)
     if truth is not None:
-        gt_masks = torch.from_numpy(truth.masks()).to(masks.device)
-        match = match_masks(masks, gt_masks)
-        row = {segment.id: k for k, segment in enumerate(truth.segments)}
-        gt = np.array([[row[r.subject], row[r.object], r.predicate_id] for r in truth.relations], dtype=np.int64)
-        relations, matched = rewrite_relations(gt, match.gt_to_sam), match.sam_to_gt
+        relations, match = hard_labels(truth, masks)
+        matched = match.sam_to_gt
         stats.labelled += 1
     stats.images += 1
     stats.masks += len(segments)

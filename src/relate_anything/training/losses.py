@@ -89,11 +89,8 @@ def relation_loss(logits: Tensor, targets: Tensor, valid: Tensor, kind: LossName
     "bce": mean binary cross-entropy over every valid entry of the batch; "multi_label_ce": see
     `multilabel_categorical_crossentropy`.
     """
-    if kind == "multi_label_ce":
-        return multilabel_categorical_crossentropy(logits, targets, valid)
-    per_entry = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
-    mask = valid.expand_as(per_entry)
-    return per_entry[mask].sum() / mask.sum().clamp(min=1)
+    per_image, normaliser = _per_image(logits, targets, valid, kind)
+    return per_image.sum() / normaliser
 
 
 def soft_targets(teacher_logits: Tensor, temperature: float, kind: LossName) -> Tensor:
