@@ -115,6 +115,9 @@ class _OraclePipeline:
         self.relation_head = RelationHead(config).eval()
         self.labeler = self.example_segmenter = self.video_tracker = self.vocabulary = None
 
+    relation_logits = RelateAnything.relation_logits  # the pipeline's own scoring and ranking
+    ranked_relations = RelateAnything.ranked_relations
+
 
 def _as_ground_truth_ids(predicted: VideoSceneGraph, truth: VideoSceneGraph) -> VideoSceneGraph:
     """Each predicted track renamed to the ground-truth object its masks overlap most (the

@@ -456,12 +456,24 @@ class RelateAnything:
     def _relations(self, features: torch.Tensor, top_k: int, subject: int | None) -> list[Relation]:
         if top_k == 0:
             return []
+        return self.ranked_relations(self.relation_logits(features), top_k, subject)
+
+    def relation_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """[P, N, N] float32 relation logits of segments with SAM features [N, D] (the head's
+        device and precision)."""
         parameter = next(self.relation_head.parameters())
-        scores = self.relation_head.score(features.to(parameter.device, parameter.dtype))
+        return self.relation_head.score(features.to(parameter.device, parameter.dtype)).float()
+
+    def ranked_relations(
+        self, logits: torch.Tensor, top_k: int, subject: int | None, ids: Sequence[int] | None = None
+    ) -> list[Relation]:
+        """The top-k triplets of `logits` [P, N, N] (from row `subject` only, when given), best
+        first; `ids` name the N rows (default 0..N-1)."""
         names = psg.predicates()
+        ids = range(logits.shape[-1]) if ids is None else ids
         return [
-            Relation(subject=s, predicate=names[p], predicate_id=p, object=o, score=round(c, 6))
-            for s, p, o, c in relate(scores.float(), top_k=top_k, subject=subject).tolist()
+            Relation(subject=ids[s], predicate=names[p], predicate_id=p, object=ids[o], score=round(c, 6))
+            for s, p, o, c in relate(logits, top_k=top_k, subject=subject).tolist()
         ]
 
 

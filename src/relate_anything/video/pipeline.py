@@ -31,7 +31,6 @@ from relate_anything import psg
 from relate_anything.errors import PromptError, UsageError
 from relate_anything.image_io import check_rgb
 from relate_anything.prefetch import iterated_ahead
-from relate_anything.ram import relate
 from relate_anything.scene_graph import Relation, SceneGraph
 from relate_anything.video.intervals import IntervalAccumulator, to_video_relations
 from relate_anything.video.io import Frame, SamplingSettings, VideoDecodeError, VideoReader, open_video
@@ -167,7 +166,7 @@ class VideoRun:
             self._subject = tracked.seed_id
         graph = self._frame_graph(tracked, pixels, keyframe=keyframe)
         if len(tracked.track_ids) >= 2:
-            logits = self._logits(tracked)
+            logits = self.pipeline.relation_logits(tracked.segments.features)  # the tracks' SAM features
             self._accumulator.add(t, tracked.track_ids, logits.sigmoid())
             graph = graph.with_relations(self._frame_relations(logits, tracked))
         return graph
@@ -213,22 +212,11 @@ class VideoRun:
                     record.embedded += 1
         return graph
 
-    def _logits(self, tracked: TrackedFrame) -> torch.Tensor:
-        """[P, n, n] relation logits of the visible tracks (the head reads their SAM features)."""
-        head = self.pipeline.relation_head
-        parameter = next(head.parameters())
-        return head.score(tracked.segments.features.to(parameter.device, parameter.dtype)).float()
-
     def _frame_relations(self, logits: torch.Tensor, tracked: TrackedFrame) -> list[Relation]:
         """The frame's top-k triplets (from the subject track, when there is one)."""
         ids = tracked.track_ids
         subject = ids.index(self._subject) if self._subject in ids else None
-        names = psg.predicates()
-        ranked = relate(logits, top_k=self.request.top_k, subject=subject).tolist()
-        return [
-            Relation(subject=ids[s], predicate=names[p], predicate_id=p, object=ids[o], score=round(c, 6))
-            for s, p, o, c in ranked
-        ]
+        return self.pipeline.ranked_relations(logits, self.request.top_k, subject, ids=ids)
 
     # -- the clip ---------------------------------------------------------------------------------
 
