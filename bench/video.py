@@ -26,8 +26,8 @@ adds their wall time (on CUDA synchronising around each, so a stage owns its ker
                     counted as `prompts`
       keyframes     `Segmenter.segment_everything` on keyframes (every `--keyframe-every` frames)
       rest          matching (Hungarian), conflicts, bookkeeping
-    ram_head    the relation head's scores of the visible tracks (`VideoRun._logits`)
-    top_k       the frame's top-k triplets (`VideoRun._frame_relations`)
+    ram_head    the relation head's scores of the visible tracks (`RelateAnything.relation_logits`)
+    top_k       the frame's top-k triplets (`RelateAnything.ranked_relations`)
     intervals   `IntervalAccumulator.add` every frame + `result` at the end
     rle         the frame's SceneGraph: masks to RLE, boxes, the tracks' records (`_frame_graph`)
     other       the rest of the wall time (progress, the clip's end, ...)
@@ -253,8 +253,6 @@ def instrumented_run(pipeline: RelateAnything, clip: Path, request: VideoRequest
     for owner, method, stage in (
         (run.tracker, "update", "tracking"),
         (run.tracker, "_propagate", "propagate"),
-        (run, "_logits", "ram_head"),
-        (run, "_frame_relations", "top_k"),
         (run, "_frame_graph", "rle"),
         (run._accumulator, "add", "intervals"),
         (run._accumulator, "result", "intervals"),
@@ -277,6 +275,8 @@ class _Wrapped:
             (segmenter, "set_embedding", "encode"),
             (segmenter, "segment_everything", "keyframes"),
             (segmenter, "segment_prompts", "prompts"),
+            (self.pipeline, "relation_logits", "ram_head"),
+            (self.pipeline, "ranked_relations", "top_k"),
         ]
         if self.pipeline.video_tracker is not None:
             self._wrapped.append((self.pipeline.video_tracker, "step", "sam2_step"))
