@@ -307,16 +307,22 @@ async ([x, y]) => {
 """
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
+def _clip(folder, fps: float):
     from relate_anything.datasets.synthetic_video import synthetic_video
     from relate_anything.video.io import write_video
 
     _, frames = synthetic_video(np.random.default_rng(2), frames=4, size=(96, 64))
-    return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", frames, fps=10, lossless=True)
+    return write_video(folder / "clip.mp4", frames, fps=fps, lossless=True)
 
 
-def test_the_video_tab_relates_a_clip(demo, clip):
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """4 frames at 5 fps: all of them at the page's default sampling rate."""
+    return _clip(tmp_path_factory.mktemp("clip"), fps=5)
+
+
+def test_the_video_tab_relates_a_clip(demo, tmp_path):
+    clip = _clip(tmp_path, fps=10)  # every frame taken (fps 0): the annotated clip keeps 10 fps
     import av
 
     from relate_anything import VideoSceneGraph
